@@ -1,0 +1,25 @@
+//! The rushhour stream processor: the record path of CONTRACT §2 and the operators
+//! behind the curated tables of §4, with the seams later releases plug into.
+//!
+//! - [`source`]: the [`Source`](source::Source) trait and the `file:` and `log:` sources;
+//!   positions are the processor's to keep.
+//! - [`pipeline`]: validation, de-duplication, per-partition watermarks, lateness; pure.
+//! - [`operator`], [`store`], [`rider`]: the windowed operators and the delivery join;
+//!   pure, driven by accepted events and watermarks.
+//! - [`sink`]: the [`LakeSink`](sink::LakeSink) trait — stage, then publish.
+//! - [`runtime`]: drives a source through the pipeline into a sink, in epochs.
+
+pub mod dedup;
+pub mod operator;
+pub mod output;
+pub mod pipeline;
+pub mod rider;
+pub mod runtime;
+pub mod sink;
+pub mod source;
+pub mod store;
+
+pub use output::TableBatch;
+pub use pipeline::{Counters, Pipeline, PipelineConfig};
+pub use runtime::{run, Progress, RunOptions, RunReport, RuntimeError};
+pub use sink::{BoxError, LakeSink, StagedFile};

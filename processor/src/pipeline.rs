@@ -1,0 +1,265 @@
+//! The record path of CONTRACT §2, with no I/O: invalid → dead letter, duplicate →
+//! dropped, late → raw (flagged) and `late_events`, otherwise accepted → raw and the
+//! operators; then windows are emitted as the effective watermark moves.
+//!
+//! State that belongs to a source partition (its watermark and its de-duplication set)
+//! is kept per partition, so a later release can move a partition between processes
+//! with its state.
+
+use std::collections::BTreeMap;
+
+use arrow::error::ArrowError;
+use rushhour_schemas::time::{date_hour, HOUR_MS};
+use rushhour_schemas::{decode, DeadLetterBuilder, Provenance, RawEventsBuilder, Table, NO_WATERMARK};
+
+use crate::dedup::Dedup;
+use crate::operator::{Curated, LateRow, Operator};
+use crate::output::{curated_batches, TableBatch};
+use crate::rider::RiderOperator;
+use crate::source::{PartitionStatus, PositionStyle, SourceBatch};
+use crate::store::StoreOperator;
+
+/// Settings of the record path.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// How far behind the newest accepted event time the watermark trails (`--lateness`).
+    pub lateness_ms: i64,
+    /// Event time after an order's last event when its join state is dropped (`--order-ttl`).
+    pub order_ttl_ms: i64,
+    /// Event ids are remembered at least this long in event time.
+    pub dedup_horizon_ms: i64,
+    /// Raw rows per Arrow batch handed to the sink.
+    pub raw_batch_rows: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            lateness_ms: 10_000,
+            order_ttl_ms: 6 * HOUR_MS,
+            dedup_horizon_ms: 24 * HOUR_MS,
+            raw_batch_rows: 64 * 1024,
+        }
+    }
+}
+
+/// Counts of the summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Records read (blank lines are not records).
+    pub read: u64,
+    /// Accepted events.
+    pub accepted: u64,
+    /// Late events.
+    pub late: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Invalid records sent to the dead letter.
+    pub invalid: u64,
+}
+
+#[derive(Debug, Clone)]
+struct PartitionState {
+    watermark: i64,
+    dedup: Dedup,
+    status: PartitionStatus,
+}
+
+/// The record path and its operators.
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    source: String,
+    style: PositionStyle,
+    parts: Vec<PartitionState>,
+    effective: i64,
+    operators: Vec<Box<dyn Operator>>,
+    raw: BTreeMap<i64, RawEventsBuilder>,
+    dead: DeadLetterBuilder,
+    curated: Curated,
+    ready: Vec<TableBatch>,
+    counters: Counters,
+    position: String,
+}
+
+impl Pipeline {
+    /// A pipeline over a source named `source` with `partitions` partitions.
+    pub fn new(cfg: PipelineConfig, source: &str, partitions: u32, style: PositionStyle) -> Pipeline {
+        let operators: Vec<Box<dyn Operator>> = vec![
+            Box::new(StoreOperator::new(cfg.order_ttl_ms)),
+            Box::new(RiderOperator::default()),
+        ];
+        Pipeline {
+            parts: (0..partitions.max(1))
+                .map(|_| PartitionState {
+                    watermark: NO_WATERMARK,
+                    dedup: Dedup::default(),
+                    status: PartitionStatus::Active,
+                })
+                .collect(),
+            cfg,
+            source: source.to_owned(),
+            style,
+            effective: NO_WATERMARK,
+            operators,
+            raw: BTreeMap::new(),
+            dead: DeadLetterBuilder::default(),
+            curated: Curated::default(),
+            ready: Vec::new(),
+            counters: Counters::default(),
+            position: String::new(),
+        }
+    }
+
+    /// The counts so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The effective watermark.
+    pub fn watermark(&self) -> i64 {
+        self.effective
+    }
+
+    /// Entries of operator state held.
+    pub fn state_entries(&self) -> usize {
+        self.operators.iter().map(|o| o.state_entries()).sum::<usize>()
+            + self.parts.iter().map(|p| p.dedup.len()).sum::<usize>()
+    }
+
+    /// Runs every record of a batch through the record path. `ingest_time` is the
+    /// wall-clock time stamped on raw rows.
+    pub fn process_batch(&mut self, batch: &SourceBatch, ingest_time: i64) -> Result<(), ArrowError> {
+        let p = (batch.partition as usize).min(self.parts.len() - 1);
+        // A partition handing over records is active, whatever it was before.
+        if self.parts[p].status == PartitionStatus::Idle {
+            self.parts[p].status = PartitionStatus::Active;
+        }
+        for (range, offset) in &batch.records {
+            let bytes = &batch.data[range.clone()];
+            self.counters.read += 1;
+            self.position.clear();
+            match self.style {
+                PositionStyle::Line => self.position.push_str(&offset.to_string()),
+                PositionStyle::PartitionOffset => {
+                    self.position.push_str(&batch.partition.to_string());
+                    self.position.push(':');
+                    self.position.push_str(&offset.to_string());
+                }
+            }
+            let prov = Provenance { source: &self.source, position: &self.position, ingest_time };
+            let ev = match decode(bytes) {
+                Ok(ev) => ev,
+                Err(invalid) => {
+                    self.counters.invalid += 1;
+                    self.dead.append(bytes, &invalid.0, prov);
+                    continue;
+                }
+            };
+            let part = &mut self.parts[p];
+            let mut moved = false;
+            if !part.dedup.insert(&ev.event_id, ev.event_time) {
+                self.counters.duplicates += 1;
+                continue;
+            }
+            let hour = ev.event_time.div_euclid(HOUR_MS);
+            let raw = self
+                .raw
+                .entry(hour)
+                .or_insert_with(|| RawEventsBuilder::with_capacity(1024));
+            if ev.event_time < self.effective {
+                self.counters.late += 1;
+                raw.append(&ev, true, prov);
+                self.curated.late_events.push(LateRow {
+                    event_id: ev.event_id.to_string(),
+                    event_type: ev.event_type.as_str(),
+                    event_time: ev.event_time,
+                    watermark: self.effective,
+                    raw: String::from_utf8_lossy(bytes).into_owned(),
+                });
+            } else {
+                self.counters.accepted += 1;
+                raw.append(&ev, false, prov);
+                for op in &mut self.operators {
+                    op.process(&ev);
+                }
+                let candidate = ev.event_time.saturating_sub(self.cfg.lateness_ms);
+                if candidate > part.watermark {
+                    part.watermark = candidate;
+                    moved = true;
+                }
+            }
+            if raw.len() >= self.cfg.raw_batch_rows {
+                let batch = raw.finish()?;
+                self.ready.push(TableBatch { table: Table::RawEvents, partition: hive_partition(hour), batch });
+            }
+            if moved {
+                self.recompute_effective();
+            }
+        }
+        for part in &mut self.parts {
+            part.dedup.expire(part.watermark.saturating_sub(self.cfg.dedup_horizon_ms));
+        }
+        Ok(())
+    }
+
+    /// Takes the sources' view of which partitions are idle or finished.
+    pub fn set_statuses(&mut self, statuses: &[PartitionStatus]) {
+        for (part, status) in self.parts.iter_mut().zip(statuses) {
+            part.status = *status;
+        }
+        self.recompute_effective();
+    }
+
+    fn recompute_effective(&mut self) {
+        let active = self
+            .parts
+            .iter()
+            .filter(|p| p.status == PartitionStatus::Active)
+            .map(|p| p.watermark)
+            .min();
+        if let Some(wm) = active {
+            self.effective = self.effective.max(wm);
+        }
+    }
+
+    /// Emits every window the effective watermark has passed.
+    pub fn advance(&mut self) {
+        for op in &mut self.operators {
+            op.on_watermark(self.effective, &mut self.curated);
+        }
+    }
+
+    /// End of a bounded input: emits every window and every pending row.
+    pub fn flush_all(&mut self) {
+        for op in &mut self.operators {
+            op.flush(&mut self.curated);
+        }
+    }
+
+    /// Takes the batches ready for the sink. With `all`, partly filled raw and
+    /// dead-letter batches are included too (at the end of an epoch).
+    pub fn take_output(&mut self, all: bool) -> Result<Vec<TableBatch>, ArrowError> {
+        let mut out = std::mem::take(&mut self.ready);
+        if all {
+            for (hour, raw) in std::mem::take(&mut self.raw) {
+                if !raw.is_empty() {
+                    let mut raw = raw;
+                    out.push(TableBatch { table: Table::RawEvents, partition: hive_partition(hour), batch: raw.finish()? });
+                }
+            }
+            if !self.dead.is_empty() {
+                out.push(TableBatch { table: Table::DeadLetter, partition: String::new(), batch: self.dead.finish()? });
+            }
+        }
+        if !self.curated.is_empty() {
+            out.extend(curated_batches(&mut self.curated)?);
+        }
+        Ok(out)
+    }
+}
+
+/// The hive partition directory of the hour `hour` (hours since the epoch).
+fn hive_partition(hour: i64) -> String {
+    let (date, hh) = date_hour(hour * HOUR_MS);
+    format!("event_date={date}/event_hour={hh}")
+}

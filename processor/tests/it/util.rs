@@ -1,0 +1,130 @@
+//! Helpers: run a pipeline in memory and read its output back as plain values.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMillisecondType};
+use rushhour_processor::source::{PositionStyle, SourceBatch};
+use rushhour_processor::{Counters, Pipeline, PipelineConfig, TableBatch};
+use rushhour_schemas::time::format_millis;
+use rushhour_schemas::Table;
+
+/// One cell, comparable with a tolerance for floats.
+#[derive(Debug, Clone)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bool(bool),
+    Bytes(Vec<u8>),
+    Other,
+}
+
+impl PartialEq for Cell {
+    fn eq(&self, other: &Cell) -> bool {
+        match (self, other) {
+            (Cell::Float(a), Cell::Float(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
+            (Cell::Null, Cell::Null) | (Cell::Other, Cell::Other) => true,
+            (Cell::Int(a), Cell::Int(b)) => a == b,
+            (Cell::Str(a), Cell::Str(b)) => a == b,
+            (Cell::Bool(a), Cell::Bool(b)) => a == b,
+            (Cell::Bytes(a), Cell::Bytes(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Shorthands for expected rows.
+pub fn s(v: &str) -> Cell {
+    Cell::Str(v.into())
+}
+pub fn i(v: i64) -> Cell {
+    Cell::Int(v)
+}
+pub fn f(v: f64) -> Cell {
+    Cell::Float(v)
+}
+pub fn null() -> Cell {
+    Cell::Null
+}
+/// A timestamp cell from RFC 3339 text (timestamps are rendered as text).
+pub fn t(v: &str) -> Cell {
+    let ms = rushhour_schemas::time::parse_rfc3339_millis(v).unwrap();
+    Cell::Str(format_millis(ms))
+}
+
+fn cell(col: &dyn Array, row: usize) -> Cell {
+    if col.is_null(row) {
+        return Cell::Null;
+    }
+    match col.data_type() {
+        DataType::Utf8 => Cell::Str(col.as_string::<i32>().value(row).to_owned()),
+        DataType::Int64 => Cell::Int(col.as_primitive::<Int64Type>().value(row)),
+        DataType::Float64 => Cell::Float(col.as_primitive::<Float64Type>().value(row)),
+        DataType::Boolean => Cell::Bool(col.as_boolean().value(row)),
+        DataType::Binary => Cell::Bytes(col.as_binary::<i32>().value(row).to_vec()),
+        DataType::Timestamp(_, _) => {
+            Cell::Str(format_millis(col.as_primitive::<TimestampMillisecondType>().value(row)))
+        }
+        _ => Cell::Other,
+    }
+}
+
+/// Rows of every table, in the order written.
+#[derive(Debug, Default)]
+pub struct Lake {
+    pub tables: BTreeMap<Table, Vec<Vec<Cell>>>,
+    pub raw_partitions: Vec<String>,
+}
+
+impl Lake {
+    pub fn add(&mut self, out: Vec<TableBatch>) {
+        for tb in out {
+            assert_eq!(tb.batch.schema(), tb.table.schema(), "schema of {:?}", tb.table);
+            if tb.table == Table::RawEvents {
+                self.raw_partitions.push(tb.partition.clone());
+            }
+            let rows = self.tables.entry(tb.table).or_default();
+            for r in 0..tb.batch.num_rows() {
+                rows.push(tb.batch.columns().iter().map(|c| cell(c.as_ref(), r)).collect());
+            }
+        }
+    }
+
+    /// Rows of a table, sorted by their text form (for order-free comparison).
+    pub fn sorted(&self, table: Table) -> Vec<Vec<Cell>> {
+        let mut rows = self.tables.get(&table).cloned().unwrap_or_default();
+        rows.sort_by_key(|r| format!("{r:?}"));
+        rows
+    }
+}
+
+/// Runs `records` (partition, bytes) through a pipeline in the given batches, with a
+/// watermark step after each batch; returns the lake and the counters.
+pub fn run_batches(cfg: PipelineConfig, partitions: u32, batches: &[Vec<(u32, Vec<u8>)>]) -> (Lake, Counters) {
+    let mut p = Pipeline::new(cfg, "test:in", partitions, PositionStyle::PartitionOffset);
+    let mut lake = Lake::default();
+    let mut offsets = vec![0u64; partitions as usize];
+    for batch in batches {
+        // A source batch holds one partition: split runs of the same partition.
+        let mut k = 0;
+        while k < batch.len() {
+            let part = batch[k].0;
+            let mut sb = SourceBatch { partition: part, ..Default::default() };
+            while k < batch.len() && batch[k].0 == part {
+                let start = sb.data.len();
+                sb.data.extend_from_slice(&batch[k].1);
+                sb.records.push((start..sb.data.len(), offsets[part as usize]));
+                offsets[part as usize] += 1;
+                k += 1;
+            }
+            p.process_batch(&sb, 0).unwrap();
+        }
+        p.advance();
+        lake.add(p.take_output(false).unwrap());
+    }
+    p.flush_all();
+    lake.add(p.take_output(true).unwrap());
+    (lake, p.counters())
+}

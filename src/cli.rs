@@ -1,0 +1,192 @@
+//! The command line (CONTRACT §5). Every flag has a help text and a default that works.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use rushhour_schemas::Endpoint;
+
+/// rushhour: stream-processing analytics for food and pizza delivery.
+///
+/// Generate realistic delivery events, process them with event-time windows into a
+/// Parquet lake, and query the lake with SQL.
+///
+/// Sources and sinks are URLs: file:PATH (newline-delimited JSON; file:- is stdin or
+/// stdout), log:DIR (the embedded stream log), kafka://HOST:PORT/TOPIC,
+/// kinesis://STREAM.
+#[derive(Debug, Parser)]
+#[command(name = "rushhour", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Simulate a delivery city and write its events to a stream.
+    ///
+    /// Example: rushhour generate --to log:./stream --orders 20000 --seed 7
+    Generate(GenerateArgs),
+    /// Process a stream into the lake: validation, de-duplication, watermarks, windows.
+    ///
+    /// Example: rushhour process --from log:./stream --lake ./lake --until-end
+    Process(ProcessArgs),
+    /// Run SQL over the lake with DataFusion.
+    ///
+    /// Tables: raw_events, dead_letter, store_minute, deliveries, store_delivery_5m,
+    /// rider_minute, late_events.
+    ///
+    /// Example: rushhour query --lake ./lake "SELECT store_id, sum(revenue_cents) FROM store_minute GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
+    Query(QueryArgs),
+    /// A busy lunch hour end to end: generate into log:, process into a lake, query it.
+    Demo(DemoArgs),
+}
+
+/// Parses a duration written like `500ms`, `10s`, `2m` or `6h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration ({e}); write it like 500ms, 10s, 2m or 6h"))
+}
+
+fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+    text.parse::<Endpoint>().map_err(|e| e.to_string())
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{text}` is not a fraction between 0 and 1")),
+    }
+}
+
+fn parse_positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{text}` is not a positive number of events per second")),
+    }
+}
+
+fn parse_time(text: &str) -> Result<i64, String> {
+    rushhour_schemas::time::parse_rfc3339_millis(text)
+        .ok_or_else(|| format!("`{text}` is not an RFC 3339 time like 2026-11-20T12:00:00Z"))
+}
+
+/// `rushhour generate`
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Where to write: file:PATH, file:- (stdout) or log:DIR.
+    #[arg(long, value_parser = parse_endpoint)]
+    pub to: Endpoint,
+    /// Stop after this many orders have been placed (their lifecycles complete).
+    #[arg(long, conflicts_with = "rate", required_unless_present = "duration")]
+    pub orders: Option<u64>,
+    /// Emit this many events per second of wall clock, steadily (needs --duration).
+    #[arg(long, value_parser = parse_positive_rate, requires = "duration")]
+    pub rate: Option<f64>,
+    /// How long to generate at --rate, e.g. 30s or 5m.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Seed of the simulation: the same seed gives the same events, byte for byte.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Partitions of a log: sink created by this run.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
+    /// Simulated start time (event time of the first events).
+    #[arg(long, value_parser = parse_time, default_value = "2026-11-20T11:30:00Z")]
+    pub start: i64,
+    /// Number of stores.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stores: u32,
+    /// Number of riders.
+    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub riders: u32,
+    /// Orders per minute at the height of the meal peaks.
+    #[arg(long, default_value_t = 300.0, value_parser = parse_positive_rate)]
+    pub peak_orders_per_min: f64,
+    /// Test knob: delay each record by up to this much event time (bounded disorder).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub disorder: Duration,
+    /// Test knob: fraction of records held back by --late-by so they arrive late.
+    #[arg(long, value_parser = parse_fraction, default_value_t = 0.0)]
+    pub late_fraction: f64,
+    /// Test knob: how far late records are held back.
+    #[arg(long, value_parser = parse_duration, default_value = "1m")]
+    pub late_by: Duration,
+    /// Test knob: fraction of records sent twice.
+    #[arg(long, value_parser = parse_fraction, default_value_t = 0.0)]
+    pub duplicate_fraction: f64,
+    /// Test knob: fraction of records replaced by malformed ones.
+    #[arg(long, value_parser = parse_fraction, default_value_t = 0.0)]
+    pub malformed_fraction: f64,
+}
+
+/// `rushhour process`
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Where to read: file:PATH, file:- (stdin) or log:DIR.
+    #[arg(long, value_parser = parse_endpoint)]
+    pub from: Endpoint,
+    /// The lake: a local directory (created if missing).
+    #[arg(long)]
+    pub lake: String,
+    /// How far the watermark trails the newest event time; older events are late.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub lateness: Duration,
+    /// Stop at the end of the input, flush every window and print a JSON summary.
+    #[arg(long)]
+    pub until_end: bool,
+    /// Event time after an order's last event when its join state is dropped.
+    #[arg(long, value_parser = parse_duration, default_value = "6h")]
+    pub order_ttl: Duration,
+    /// A partition with nothing new for this long stops holding the watermark back.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub idle_timeout: Duration,
+    /// Publish the lake files of the current epoch this often.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub commit_interval: Duration,
+    /// No progress display.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Output formats of `rushhour query`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// One JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// `rushhour query`
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The lake directory.
+    #[arg(long)]
+    pub lake: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// The SQL statement.
+    pub sql: String,
+}
+
+/// `rushhour demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Working directory for the stream log and the lake (its log/ and lake/ are replaced).
+    #[arg(long, default_value = "rushhour-demo")]
+    pub dir: PathBuf,
+    /// Orders in the lunch hour.
+    #[arg(long, default_value_t = 18_000)]
+    pub orders: u64,
+    /// Seed of the simulation.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}

@@ -1,0 +1,72 @@
+//! The `rushhour` binary: glue between the command line and the crates.
+//!
+//! `main` → [`run`] → exit code: 0 on success, 1 on a failure (with the reason on
+//! stderr), 2 on a usage error (clap).
+
+mod cli;
+mod commands;
+mod progress;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("rushhour: error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let stop = stop_on_signals();
+    match cli.command {
+        Command::Generate(args) => commands::generate::run(&args, &stop),
+        Command::Process(args) => commands::process::run(&args, &stop),
+        Command::Query(args) => commands::query::run(&args),
+        Command::Demo(args) => commands::demo::run(&args, &stop),
+    }
+}
+
+/// A flag raised by Ctrl-C or SIGTERM, so long-running commands stop cleanly.
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            flag.store(true, Ordering::SeqCst);
+        });
+    });
+    if spawned.is_err() {
+        tracing::warn!("cannot watch for Ctrl-C; stop with SIGKILL");
+    }
+    stop
+}

@@ -1,0 +1,229 @@
+//! End-to-end tests of the `rushhour` binary: every subcommand, good and bad input.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rushhour"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(args: &[&str]) -> Output {
+    let o = run(args);
+    assert!(o.status.success(), "{args:?} failed: {}\n{}", stderr(&o), stdout(&o));
+    o
+}
+
+fn fails(args: &[&str], code: i32, needle: &str) {
+    let o = run(args);
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+    assert!(stderr(&o).contains(needle), "{args:?}: stderr lacks {needle:?}:\n{}", stderr(&o));
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("processor/tests/fixtures/golden.jsonl")
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn summary(o: &Output) -> serde_json::Value {
+    let text = stdout(o);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {text}"))
+}
+
+fn query_json(lake: &Path, sql: &str) -> Vec<serde_json::Value> {
+    let o = ok(&["query", "--lake", lake.to_str().unwrap(), "--format", "json", sql]);
+    serde_json::from_str::<Vec<serde_json::Value>>(&stdout(&o)).unwrap()
+}
+
+#[test]
+fn help_teaches_every_subcommand() {
+    let o = ok(&["--help"]);
+    for sub in ["generate", "process", "query", "demo"] {
+        assert!(stdout(&o).contains(sub));
+        let h = ok(&[sub, "--help"]);
+        assert!(stdout(&h).contains("Usage"), "{sub}");
+    }
+    assert!(stdout(&ok(&["process", "--help"])).contains("--lateness"));
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    fails(&["generate", "--to", "nowhere", "--orders", "1"], 2, "unknown scheme");
+    fails(&["generate", "--to", "file:x"], 2, "--orders");
+    fails(&["generate", "--to", "file:x", "--orders", "1", "--late-fraction", "2"], 2, "fraction");
+    fails(&["process", "--from", "file:x", "--lake", "l", "--lateness", "10 parsecs"], 2, "duration");
+    fails(&["process", "--lake", "l"], 2, "--from");
+    fails(&["query", "--lake", "l", "--format", "xml", "SELECT 1"], 2, "xml");
+    fails(&["frobnicate"], 2, "unrecognized subcommand");
+}
+
+#[test]
+fn process_golden_fixture_into_a_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let from = format!("file:{}", fixture().display());
+    let o = ok(&["process", "--from", &from, "--lake", lake.to_str().unwrap(), "--until-end"]);
+    let s = summary(&o);
+    assert_eq!(s, serde_json::json!({"read": 26, "accepted": 14, "late": 1, "duplicates": 2, "invalid": 9}));
+
+    let files = files_under(&lake);
+    let rel: Vec<String> = files.iter().map(|p| p.strip_prefix(&lake).unwrap().display().to_string()).collect();
+    assert!(rel.iter().all(|f| !f.starts_with("_staging")), "{rel:?}");
+    for dir in [
+        "raw/events/event_date=2026-11-21/event_hour=12/",
+        "raw/dead_letter/",
+        "curated/store_minute/",
+        "curated/deliveries/",
+        "curated/store_delivery_5m/",
+        "curated/rider_minute/",
+        "curated/late_events/",
+    ] {
+        assert!(rel.iter().any(|f| f.starts_with(dir) && f.ends_with(".parquet")), "no file under {dir}: {rel:?}");
+    }
+    // Physical types: TIMESTAMP(MILLIS, UTC), INT64, DOUBLE, STRING.
+    let sm = files.iter().find(|p| p.to_string_lossy().contains("store_minute")).unwrap();
+    let reader = SerializedFileReader::new(File::open(sm).unwrap()).unwrap();
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let col = |name: &str| {
+        (0..schema.num_columns())
+            .map(|i| schema.column(i))
+            .find(|c| c.name() == name)
+            .unwrap()
+    };
+    assert_eq!(format!("{:?}", col("window_start").logical_type_ref()), "Some(Timestamp { is_adjusted_to_u_t_c: true, unit: MILLIS })");
+    assert_eq!(col("orders_placed").physical_type(), parquet::basic::Type::INT64);
+    assert_eq!(col("delivery_s_sum").physical_type(), parquet::basic::Type::DOUBLE);
+    assert_eq!(format!("{:?}", col("store_id").logical_type_ref()), "Some(String)");
+
+    // Query it back.
+    let rows = query_json(&lake, "SELECT count(*) AS n, sum(CASE WHEN is_late THEN 1 ELSE 0 END) AS late FROM raw_events");
+    assert_eq!(rows[0]["n"], 15);
+    assert_eq!(rows[0]["late"], 1);
+    let rows = query_json(&lake, "SELECT position, error FROM dead_letter ORDER BY CAST(position AS INT)");
+    assert_eq!(rows.len(), 9);
+    assert_eq!(rows[0]["position"], "13");
+    let rows = query_json(&lake, "SELECT order_id, total_s FROM deliveries ORDER BY order_id");
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["total_s"], 120.0);
+    let rows = query_json(&lake, "SELECT * FROM store_minute WHERE store_id = 's1' ORDER BY window_start");
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0]["revenue_cents"], 1650);
+
+    // csv and table formats.
+    let o = ok(&["query", "--lake", lake.to_str().unwrap(), "--format", "csv", "SELECT store_id, count(*) AS n FROM store_minute GROUP BY store_id ORDER BY store_id"]);
+    assert_eq!(stdout(&o).trim(), "store_id,n\ns1,4\ns2,2");
+    let o = ok(&["query", "--lake", lake.to_str().unwrap(), "SELECT count(*) AS n FROM late_events"]);
+    assert!(stdout(&o).contains("| n |") || stdout(&o).contains("| n"), "{}", stdout(&o));
+}
+
+#[test]
+fn stdin_source_and_unreadable_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mut child = bin()
+        .args(["process", "--from", "file:-", "--lake", lake.to_str().unwrap(), "--quiet"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&std::fs::read(fixture()).unwrap()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(summary(&o)["accepted"], 14);
+
+    fails(&["process", "--from", "file:/no/such/input.jsonl", "--lake", lake.to_str().unwrap(), "--until-end"], 1, "/no/such/input.jsonl");
+    fails(&["process", "--from", &format!("log:{}", dir.path().join("nolog").display()), "--lake", lake.to_str().unwrap(), "--until-end"], 1, "not a usable stream log");
+    fails(&["process", "--from", "kafka://127.0.0.1:9/t", "--lake", lake.to_str().unwrap()], 1, "later release");
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    fails(&["process", "--from", &format!("file:{}", fixture().display()), "--lake", file.to_str().unwrap(), "--until-end"], 1, "lake");
+    fails(&["query", "--lake", dir.path().join("missing").to_str().unwrap(), "SELECT 1"], 1, "no lake");
+    fails(&["query", "--lake", lake.to_str().unwrap(), "SELEC nonsense"], 1, "SQL");
+    fails(&["query", "--lake", lake.to_str().unwrap(), "SELECT * FROM no_such_table"], 1, "no_such_table");
+}
+
+#[test]
+fn generate_is_deterministic_and_feeds_process_through_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.jsonl");
+    let b = dir.path().join("b.jsonl");
+    for p in [&a, &b] {
+        ok(&["generate", "--to", &format!("file:{}", p.display()), "--orders", "200", "--seed", "9"]);
+    }
+    let bytes = std::fs::read(&a).unwrap();
+    assert_eq!(bytes, std::fs::read(&b).unwrap());
+    let lines = bytes.split(|&c| c == b'\n').filter(|l| !l.is_empty()).count() as u64;
+    assert!(lines > 1000, "{lines}");
+
+    let log = dir.path().join("log");
+    ok(&[
+        "generate", "--to", &format!("log:{}", log.display()), "--orders", "200", "--seed", "9",
+        "--duplicate-fraction", "0.01", "--malformed-fraction", "0.01", "--disorder", "2s",
+    ]);
+    let lake = dir.path().join("lake");
+    let o = ok(&["process", "--from", &format!("log:{}", log.display()), "--lake", lake.to_str().unwrap(), "--until-end"]);
+    let s = summary(&o);
+    let n = |k: &str| s[k].as_u64().unwrap();
+    assert_eq!(n("read"), n("accepted") + n("late") + n("duplicates") + n("invalid"));
+    assert!(n("duplicates") > 0 && n("invalid") > 0, "{s}");
+    let rows = query_json(&lake, "SELECT count(*) AS n FROM raw_events");
+    assert_eq!(rows[0]["n"].as_u64().unwrap(), n("accepted") + n("late"));
+    let rows = query_json(&lake, "SELECT count(*) AS n FROM dead_letter");
+    assert_eq!(rows[0]["n"].as_u64().unwrap(), n("invalid"));
+    let rows = query_json(&lake, "SELECT sum(orders_placed) AS n FROM store_minute");
+    assert!(rows[0]["n"].as_u64().unwrap() >= 190);
+
+    // stdout sink, rate mode.
+    let o = ok(&["generate", "--to", "file:-", "--rate", "2000", "--duration", "300ms", "--seed", "3"]);
+    assert!(stdout(&o).lines().count() > 100);
+    assert!(stderr(&o).contains("events/s"));
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let o = ok(&["demo", "--dir", demo.to_str().unwrap(), "--orders", "300"]);
+    let out = stdout(&o);
+    assert!(out.contains("Top stores by revenue"), "{out}");
+    assert!(out.contains("store_id"), "{out}");
+    // Running it again replaces its own directories.
+    ok(&["demo", "--dir", demo.to_str().unwrap(), "--orders", "50"]);
+    // It refuses to delete what it did not make.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("lake")).unwrap();
+    fails(&["demo", "--dir", other.to_str().unwrap(), "--orders", "5"], 1, "not a demo directory");
+}
