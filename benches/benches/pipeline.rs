@@ -1,1 +1,100 @@
-fn main() {}
+//! Throughput of the hot path, stage by stage: decoding, the record path with its
+//! operators, and Parquet encoding. Inputs come from the generator and are built
+//! outside the timed part. `cargo bench -p rushhour-benches`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use rushhour_processor::source::{PositionStyle, SourceBatch};
+use rushhour_processor::{LakeSink, Pipeline, PipelineConfig};
+use rushhour_producer::{Produced, SimConfig, Simulation};
+use rushhour_sink::{Lake, ParquetSink, SinkOptions};
+
+fn events(orders: u64) -> Vec<String> {
+    let mut sim = Simulation::new(&SimConfig { seed: 7, ..SimConfig::default() }, Some(orders)).unwrap();
+    let mut out = Vec::new();
+    let mut p = Produced::default();
+    while sim.next_into(&mut p) {
+        out.push(p.payload.clone());
+    }
+    out
+}
+
+fn source_batches(lines: &[String], per_batch: usize) -> Vec<SourceBatch> {
+    let mut batches = Vec::new();
+    for (k, chunk) in lines.chunks(per_batch).enumerate() {
+        let mut b = SourceBatch::default();
+        for (j, line) in chunk.iter().enumerate() {
+            let start = b.data.len();
+            b.data.extend_from_slice(line.as_bytes());
+            b.records.push((start..b.data.len(), (k * per_batch + j) as u64));
+        }
+        batches.push(b);
+    }
+    batches
+}
+
+fn bench(c: &mut Criterion) {
+    let lines = events(3_000);
+    let n = lines.len() as u64;
+    let mut g = c.benchmark_group("hot_path");
+    g.throughput(Throughput::Elements(n));
+    g.sample_size(10);
+
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            for line in &lines {
+                let _ = black_box(rushhour_schemas::decode(line.as_bytes()));
+            }
+        })
+    });
+
+    let batches = source_batches(&lines, 4096);
+    g.bench_function("pipeline", |b| {
+        b.iter_batched(
+            || Pipeline::new(PipelineConfig::default(), "bench", 1, PositionStyle::Line),
+            |mut p| {
+                for batch in &batches {
+                    p.process_batch(batch, 0).unwrap();
+                    p.advance();
+                    black_box(p.take_output(false).unwrap());
+                }
+                p.flush_all();
+                black_box(p.take_output(true).unwrap())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    let mut p = Pipeline::new(PipelineConfig::default(), "bench", 1, PositionStyle::Line);
+    let mut outputs = Vec::new();
+    for batch in &batches {
+        p.process_batch(batch, 0).unwrap();
+        p.advance();
+        outputs.extend(p.take_output(false).unwrap());
+    }
+    p.flush_all();
+    outputs.extend(p.take_output(true).unwrap());
+    g.bench_function("parquet", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+                (dir, ParquetSink::new(lake, "bench", SinkOptions::default()).unwrap(), outputs.clone())
+            },
+            |(dir, mut sink, outputs)| {
+                for o in outputs {
+                    sink.write(o).unwrap();
+                }
+                let files = sink.prepare_commit(1).unwrap();
+                sink.publish(&files).unwrap();
+                drop(dir);
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -90,7 +90,10 @@ impl City {
                 .map(|&(id, base)| {
                     // Each store prices a little differently, in 10-cent steps.
                     let factor: f64 = rng.random_range(0.9..1.2);
-                    Product { id, price_cents: ((base as f64 * factor) / 10.0).round() as i64 * 10 }
+                    Product {
+                        id,
+                        price_cents: ((base as f64 * factor) / 10.0).round() as i64 * 10,
+                    }
                 })
                 .collect();
             // Menus read in catalogue order, which keeps the output tidy to look at.
@@ -108,7 +111,11 @@ impl City {
         order.shuffle(rng);
         let top = ((n as f64 * TOP_STORE_SHARE).round() as usize).clamp(1, n);
         let mut weights = vec![0.0; n];
-        let (top_share, rest_share) = if top == n { (1.0, 0.0) } else { (TOP_ORDER_SHARE, 1.0 - TOP_ORDER_SHARE) };
+        let (top_share, rest_share) = if top == n {
+            (1.0, 0.0)
+        } else {
+            (TOP_ORDER_SHARE, 1.0 - TOP_ORDER_SHARE)
+        };
         for (rank, &store) in order.iter().enumerate() {
             // Within each group the weights vary a little around the group's mean.
             let jitter: f64 = rng.random_range(0.7..1.3);
@@ -129,8 +136,16 @@ impl City {
             }
         }
         for (rank, &store) in order.iter().enumerate() {
-            let (sum, share) = if rank < top { (top_sum, top_share) } else { (rest_sum, rest_share) };
-            weights[store] = if sum > 0.0 { weights[store] / sum * share } else { 0.0 };
+            let (sum, share) = if rank < top {
+                (top_sum, top_share)
+            } else {
+                (rest_sum, rest_share)
+            };
+            weights[store] = if sum > 0.0 {
+                weights[store] / sum * share
+            } else {
+                0.0
+            };
         }
         let mut cumulative = Vec::with_capacity(n);
         let mut acc = 0.0;
@@ -145,7 +160,9 @@ impl City {
     pub fn pick_store<R: Rng>(&self, rng: &mut R) -> usize {
         let total = self.cumulative.last().copied().unwrap_or(1.0);
         let u = rng.random::<f64>() * total;
-        self.cumulative.partition_point(|&c| c <= u).min(self.stores.len() - 1)
+        self.cumulative
+            .partition_point(|&c| c <= u)
+            .min(self.stores.len() - 1)
     }
 }
 
@@ -155,7 +172,12 @@ pub(crate) fn centre() -> Point {
 }
 
 /// A point between `min_m` and `max_m` metres from `origin`, uniform over that ring's area.
-pub(crate) fn random_point_around<R: Rng>(rng: &mut R, origin: Point, min_m: f64, max_m: f64) -> Point {
+pub(crate) fn random_point_around<R: Rng>(
+    rng: &mut R,
+    origin: Point,
+    min_m: f64,
+    max_m: f64,
+) -> Point {
     let bearing: f64 = rng.random_range(0.0..360.0);
     let (a, b) = (min_m * min_m, max_m * max_m);
     let dist = (a + rng.random::<f64>() * (b - a)).sqrt();
@@ -182,7 +204,9 @@ pub(crate) struct Demand {
 
 impl Demand {
     pub fn new() -> Demand {
-        let max = (0..24 * 60).map(|m| raw_demand(m as f64 / 60.0)).fold(0.0, f64::max);
+        let max = (0..24 * 60)
+            .map(|m| raw_demand(m as f64 / 60.0))
+            .fold(0.0, f64::max);
         Demand { max }
     }
 
@@ -193,6 +217,7 @@ impl Demand {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use geo::Distance;

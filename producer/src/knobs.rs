@@ -61,10 +61,16 @@ impl Knobs {
             }
         }
         if self.disorder_ms < 0 {
-            return Err(format!("knob disorder_ms must not be negative, got {}", self.disorder_ms));
+            return Err(format!(
+                "knob disorder_ms must not be negative, got {}",
+                self.disorder_ms
+            ));
         }
         if self.late_by_ms < 0 {
-            return Err(format!("knob late_by_ms must not be negative, got {}", self.late_by_ms));
+            return Err(format!(
+                "knob late_by_ms must not be negative, got {}",
+                self.late_by_ms
+            ));
         }
         Ok(())
     }
@@ -122,13 +128,17 @@ impl KnobStage {
     pub fn push(&mut self, mut rec: Produced) {
         let k = self.knobs;
         if k.malformed_fraction > 0.0 && self.rng.random_bool(k.malformed_fraction) {
-            malform(&mut rec.payload, Malformation::ALL[self.malformed % Malformation::ALL.len()]);
+            malform(
+                &mut rec.payload,
+                Malformation::ALL[self.malformed % Malformation::ALL.len()],
+            );
             self.malformed += 1;
         }
         let emit_at = if k.late_fraction > 0.0 && self.rng.random_bool(k.late_fraction) {
             rec.event_time.saturating_add(k.late_by_ms)
         } else if k.disorder_ms > 0 {
-            rec.event_time.saturating_add(self.rng.random_range(0..=k.disorder_ms))
+            rec.event_time
+                .saturating_add(self.rng.random_range(0..=k.disorder_ms))
         } else {
             rec.event_time
         };
@@ -143,7 +153,11 @@ impl KnobStage {
 
     fn schedule(&mut self, emit_at: i64, rec: Produced) {
         self.seq += 1;
-        self.heap.push(Reverse(Pending { emit_at, seq: self.seq, rec }));
+        self.heap.push(Reverse(Pending {
+            emit_at,
+            seq: self.seq,
+            rec,
+        }));
     }
 
     /// Moves the next record due at or before `clock` into `out`.
@@ -204,7 +218,11 @@ pub(crate) fn malform(payload: &mut String, how: Malformation) {
         Malformation::MissingField => {
             if let Some(r) = value_range(payload, "event_id") {
                 // `{"event_id":"…",` becomes `{`.
-                let end = if payload[r.end..].starts_with(',') { r.end + 1 } else { r.end };
+                let end = if payload[r.end..].starts_with(',') {
+                    r.end + 1
+                } else {
+                    r.end
+                };
                 payload.replace_range(1..end, "");
             }
         }
@@ -266,6 +284,7 @@ fn quote_number(payload: &mut String, field: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -281,7 +300,10 @@ mod tests {
                 let mut bad = good.to_owned();
                 malform(&mut bad, how);
                 assert_ne!(bad, good, "{how:?}");
-                assert!(rushhour_schemas::decode(bad.as_bytes()).is_err(), "{how:?}: {bad}");
+                assert!(
+                    rushhour_schemas::decode(bad.as_bytes()).is_err(),
+                    "{how:?}: {bad}"
+                );
             }
         }
     }
@@ -303,8 +325,29 @@ mod tests {
     fn validation_refuses_out_of_range() {
         assert!(Knobs::default().is_off());
         assert!(Knobs::default().validate().is_ok());
-        assert!(Knobs { late_fraction: 1.5, ..Knobs::default() }.validate().is_err());
-        assert!(Knobs { duplicate_fraction: f64::NAN, ..Knobs::default() }.validate().is_err());
-        assert!(Knobs { disorder_ms: -1, ..Knobs::default() }.validate().is_err());
+        assert!(
+            Knobs {
+                late_fraction: 1.5,
+                ..Knobs::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Knobs {
+                duplicate_fraction: f64::NAN,
+                ..Knobs::default()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Knobs {
+                disorder_ms: -1,
+                ..Knobs::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

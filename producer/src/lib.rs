@@ -62,9 +62,9 @@ pub mod sink;
 use std::path::PathBuf;
 
 pub use knobs::Knobs;
-pub use run::{generate, Report, RunLimits};
-pub use sim::{Produced, SimConfig, Simulation, DEFAULT_START_MS};
-pub use sink::{open_sink, EventSink, FileSink, LogSink, MemorySink};
+pub use run::{Report, RunLimits, generate};
+pub use sim::{DEFAULT_START_MS, Produced, SimConfig, Simulation};
+pub use sink::{EventSink, FileSink, LogSink, MemorySink, open_sink};
 
 /// Errors of the generator.
 #[derive(Debug, thiserror::Error)]

@@ -3,9 +3,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::ProducerError;
 use crate::sim::{Produced, SimConfig, Simulation};
 use crate::sink::EventSink;
-use crate::ProducerError;
 
 /// How often `progress` is called.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -71,7 +71,11 @@ impl Report {
     /// Records per second of wall clock (0 before any time has passed).
     pub fn rate(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 { self.events as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            self.events as f64 / secs
+        } else {
+            0.0
+        }
     }
 }
 
@@ -98,7 +102,10 @@ pub fn generate(
         Some(rate) => ((rate / 100.0).ceil() as u64).clamp(1, UNPACED_BATCH),
         None => UNPACED_BATCH,
     };
-    let mut report = Report { sim_time_ms: config.start_ms, ..Report::default() };
+    let mut report = Report {
+        sim_time_ms: config.start_ms,
+        ..Report::default()
+    };
     let mut next_progress = start + PROGRESS_EVERY;
     let mut last_flush = start;
     let mut rec = Produced::default();
@@ -152,25 +159,41 @@ pub fn generate(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::sink::MemorySink;
 
     fn config(seed: u64) -> SimConfig {
-        SimConfig { seed, ..SimConfig::default() }
+        SimConfig {
+            seed,
+            ..SimConfig::default()
+        }
     }
 
     #[test]
     fn orders_run_to_completion_and_finish_the_sink() {
         let mut sink = MemorySink::default();
         let mut calls = 0;
-        let limits = RunLimits { orders: Some(25), ..RunLimits::default() };
-        let report =
-            generate(&config(3), &limits, &mut sink, &mut |_| calls += 1, &AtomicBool::new(false)).unwrap();
+        let limits = RunLimits {
+            orders: Some(25),
+            ..RunLimits::default()
+        };
+        let report = generate(
+            &config(3),
+            &limits,
+            &mut sink,
+            &mut |_| calls += 1,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         assert!(sink.finished);
         assert_eq!(report.orders, 25);
         assert_eq!(report.events, sink.records.len() as u64);
-        assert_eq!(report.bytes, sink.records.iter().map(|r| r.1.len() as u64).sum::<u64>());
+        assert_eq!(
+            report.bytes,
+            sink.records.iter().map(|r| r.1.len() as u64).sum::<u64>()
+        );
         assert!(report.sim_time_ms > config(3).start_ms);
         assert!(calls >= 1);
         let expected: Vec<Produced> = Simulation::new(&config(3), Some(25)).unwrap().collect();
@@ -183,9 +206,20 @@ mod tests {
         let stop = AtomicBool::new(false);
         for limits in [
             RunLimits::default(),
-            RunLimits { rate: Some(100.0), ..RunLimits::default() },
-            RunLimits { orders: Some(1), rate: Some(0.0), ..RunLimits::default() },
-            RunLimits { orders: Some(1), rate: Some(f64::NAN), ..RunLimits::default() },
+            RunLimits {
+                rate: Some(100.0),
+                ..RunLimits::default()
+            },
+            RunLimits {
+                orders: Some(1),
+                rate: Some(0.0),
+                ..RunLimits::default()
+            },
+            RunLimits {
+                orders: Some(1),
+                rate: Some(f64::NAN),
+                ..RunLimits::default()
+            },
         ] {
             let err = generate(&config(1), &limits, &mut sink, &mut |_| {}, &stop).unwrap_err();
             assert!(matches!(err, ProducerError::Config(_)), "{err}");
@@ -201,7 +235,14 @@ mod tests {
             rate: Some(2_000.0),
             duration: Some(Duration::from_millis(400)),
         };
-        let report = generate(&config(9), &limits, &mut sink, &mut |_| {}, &AtomicBool::new(false)).unwrap();
+        let report = generate(
+            &config(9),
+            &limits,
+            &mut sink,
+            &mut |_| {},
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         // 800 expected; allow a factor of 2 either way.
         assert!(report.events >= 400 && report.events <= 1_600, "{report:?}");
         assert!(report.elapsed >= Duration::from_millis(400), "{report:?}");
@@ -214,7 +255,11 @@ mod tests {
     fn stop_flag_ends_the_run_and_still_finishes() {
         let mut sink = MemorySink::default();
         let stop = AtomicBool::new(false);
-        let limits = RunLimits { orders: None, rate: Some(1_000.0), duration: Some(Duration::from_secs(30)) };
+        let limits = RunLimits {
+            orders: None,
+            rate: Some(1_000.0),
+            duration: Some(Duration::from_secs(30)),
+        };
         let started = Instant::now();
         let mut progress = |r: &Report| {
             if r.elapsed >= Duration::from_millis(200) {
@@ -230,9 +275,20 @@ mod tests {
     #[test]
     fn unpaced_duration_stops() {
         let mut sink = MemorySink::default();
-        let limits = RunLimits { orders: None, rate: None, duration: Some(Duration::from_millis(50)) };
+        let limits = RunLimits {
+            orders: None,
+            rate: None,
+            duration: Some(Duration::from_millis(50)),
+        };
         let started = Instant::now();
-        let report = generate(&config(4), &limits, &mut sink, &mut |_| {}, &AtomicBool::new(false)).unwrap();
+        let report = generate(
+            &config(4),
+            &limits,
+            &mut sink,
+            &mut |_| {},
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(report.events > 0);
         assert!(report.rate() > 0.0);

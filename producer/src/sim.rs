@@ -68,9 +68,11 @@ pub struct SimConfig {
     pub start_ms: i64,
     /// Number of stores (default 40).
     pub stores: u32,
-    /// Number of riders (default 4 000). A delivery keeps a rider busy for about
-    /// 15 minutes, so the fleet needs about 12 riders per order per minute of peak
-    /// demand; with fewer, orders queue for riders and delivery times grow.
+    /// Number of riders (default 7 000). A delivery keeps a rider busy for about
+    /// 25 minutes (the ride to the store, the wait for the food, the ride to the
+    /// customer), so the fleet needs about 22 riders per order per minute of peak
+    /// demand; with fewer, orders queue for the next free rider and delivery times
+    /// grow through the peak.
     pub riders: u32,
     /// Orders per minute at the busiest moment of the day, the dinner peak
     /// (default 300).
@@ -85,7 +87,7 @@ impl Default for SimConfig {
             seed: 0,
             start_ms: DEFAULT_START_MS,
             stores: 40,
-            riders: 4_000,
+            riders: 7_000,
             peak_orders_per_min: 300.0,
             knobs: Knobs::default(),
         }
@@ -144,7 +146,12 @@ impl Simulation {
     pub fn new(config: &SimConfig, max_orders: Option<u64>) -> Result<Simulation, ProducerError> {
         config.validate()?;
         let knobs = (!config.knobs.is_off()).then(|| KnobStage::new(config.knobs, config.seed));
-        Ok(Simulation { core: Core::new(config, max_orders), knobs, scratch: Produced::default(), core_done: false })
+        Ok(Simulation {
+            core: Core::new(config, max_orders),
+            knobs,
+            scratch: Produced::default(),
+            core_done: false,
+        })
     }
 
     /// Writes the next record into `out`, reusing its buffers; `false` at the end.
@@ -155,7 +162,11 @@ impl Simulation {
             return self.core.step(out);
         };
         loop {
-            let clock = if self.core_done { i64::MAX } else { self.core.clock };
+            let clock = if self.core_done {
+                i64::MAX
+            } else {
+                self.core.clock
+            };
             if stage.pop_ready(clock, out) {
                 return true;
             }
@@ -366,7 +377,14 @@ impl Core {
                     loc,
                     state: RiderState::Free,
                     order: 0,
-                    leg: Leg { from: loc, bearing: 0.0, dist_m: 0.0, start: 0, end: 0, speed_mps: 0.0 },
+                    leg: Leg {
+                        from: loc,
+                        bearing: 0.0,
+                        dist_m: 0.0,
+                        start: 0,
+                        end: 0,
+                        speed_mps: 0.0,
+                    },
                 }
             })
             .collect();
@@ -403,7 +421,11 @@ impl Core {
 
     fn schedule(&mut self, at: i64, action: Action) {
         self.seq += 1;
-        self.queue.push(Reverse(Scheduled { at, seq: self.seq, action }));
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            action,
+        }));
     }
 
     fn schedule_next_arrival(&mut self) {
@@ -442,7 +464,13 @@ impl Core {
         let slot = match self.free_slots.pop() {
             Some(slot) => slot,
             None => {
-                self.orders.push(Order { id: String::new(), store, dest, ready: false, rider: None });
+                self.orders.push(Order {
+                    id: String::new(),
+                    store,
+                    dest,
+                    ready: false,
+                    rider: None,
+                });
                 (self.orders.len() - 1) as u32
             }
         };
@@ -503,7 +531,11 @@ impl Core {
                 _ => 3,
             };
             total += qty * product.price_cents;
-            items.push(Item { product_id: product.id.into(), qty, unit_price_cents: product.price_cents });
+            items.push(Item {
+                product_id: product.id.into(),
+                qty,
+                unit_price_cents: product.price_cents,
+            });
         }
         if delivery {
             total += store.delivery_fee_cents;
@@ -524,7 +556,8 @@ impl Core {
             let busy = self.demand.at(hour_of_day(now));
             let z: f64 = self.rng.sample(StandardNormal);
             let prep = (PREP_MEDIAN_MS * (1.0 + PREP_PEAK_STRETCH * busy) * (PREP_SIGMA * z).exp())
-                .clamp(4.0 * MINUTE_MS as f64, 60.0 * MINUTE_MS as f64) as i64;
+                .clamp(4.0 * MINUTE_MS as f64, 60.0 * MINUTE_MS as f64)
+                as i64;
             self.schedule(now + prep, Action::FoodReady(s));
             self.schedule(now + (prep - DISPATCH_LEAD_MS).max(0), Action::Dispatch(s));
             slot = Some(s);
@@ -546,8 +579,16 @@ impl Core {
         ev.order_id = Some(order_id.into());
         ev.store_id = Some(self.city.stores[store_idx].id.as_str().into());
         ev.customer_id = Some(customer_id.into());
-        ev.channel = Some(if online { Channel::Online } else { Channel::InStore });
-        ev.delivery_type = Some(if delivery { DeliveryType::Delivery } else { DeliveryType::Pickup });
+        ev.channel = Some(if online {
+            Channel::Online
+        } else {
+            Channel::InStore
+        });
+        ev.delivery_type = Some(if delivery {
+            DeliveryType::Delivery
+        } else {
+            DeliveryType::Pickup
+        });
         ev.items = Some(items);
         ev.total_cents = Some(total);
         write_event(out, &ev, true);
@@ -610,9 +651,20 @@ impl Core {
         let speed: f64 = self.rng.random_range(4.0..8.0);
         let r = &mut self.riders[rider as usize];
         let dist_m = Haversine.distance(r.loc, to);
-        let bearing = if dist_m > 0.0 { Haversine.bearing(r.loc, to) } else { 0.0 };
+        let bearing = if dist_m > 0.0 {
+            Haversine.bearing(r.loc, to)
+        } else {
+            0.0
+        };
         let end = now + ((dist_m / speed * 1000.0).round() as i64).max(1);
-        r.leg = Leg { from: r.loc, bearing, dist_m, start: now, end, speed_mps: speed };
+        r.leg = Leg {
+            from: r.loc,
+            bearing,
+            dist_m,
+            start: now,
+            end,
+            speed_mps: speed,
+        };
         self.schedule(end, arrival);
         self.schedule_ping(rider, now, end);
     }
@@ -697,7 +749,13 @@ impl Core {
         true
     }
 
-    fn write_order_event(&mut self, event_type: EventType, rider: u32, slot: u32, out: &mut Produced) {
+    fn write_order_event(
+        &mut self,
+        event_type: EventType,
+        rider: u32,
+        slot: u32,
+        out: &mut Produced,
+    ) {
         let order = &self.orders[slot as usize];
         let mut ev = Event::new(self.ids.next(), event_type, self.clock);
         ev.order_id = Some(order.id.as_str().into());
@@ -728,6 +786,7 @@ fn approx_dist2(a: Point, b: Point) -> f64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::collections::{HashMap, HashSet};
     use std::sync::OnceLock;
@@ -737,7 +796,10 @@ mod tests {
     use super::*;
 
     fn config(seed: u64) -> SimConfig {
-        SimConfig { seed, ..SimConfig::default() }
+        SimConfig {
+            seed,
+            ..SimConfig::default()
+        }
     }
 
     fn run(config: &SimConfig, orders: u64) -> Vec<Produced> {
@@ -757,7 +819,10 @@ mod tests {
         let c = run(&config(8), 50);
         assert!(!a.is_empty());
         assert_eq!(a, b);
-        assert_ne!(a.iter().map(|p| &p.payload).collect::<Vec<_>>(), c.iter().map(|p| &p.payload).collect::<Vec<_>>());
+        assert_ne!(
+            a.iter().map(|p| &p.payload).collect::<Vec<_>>(),
+            c.iter().map(|p| &p.payload).collect::<Vec<_>>()
+        );
         // Iterator and next_into agree.
         let mut sim = Simulation::new(&config(7), Some(50)).unwrap();
         let mut out = Produced::default();
@@ -780,7 +845,11 @@ mod tests {
             assert_eq!(p.order_started, ev.event_type == EventType::OrderPlaced);
             assert!(p.event_time >= last, "out of order: {}", p.payload);
             last = p.event_time;
-            assert!(ids.insert(ev.event_id.into_owned()), "repeated id: {}", p.payload);
+            assert!(
+                ids.insert(ev.event_id.into_owned()),
+                "repeated id: {}",
+                p.payload
+            );
             if ev.event_type == EventType::OrderPlaced {
                 let items = ev.items.as_ref().unwrap();
                 assert!((1..=5).contains(&items.len()));
@@ -794,7 +863,11 @@ mod tests {
             }
             if ev.event_type == EventType::RiderLocation {
                 let (lat, lon) = (ev.lat.unwrap(), ev.lon.unwrap());
-                assert!((lat - CENTRE_LAT_FOR_TESTS).abs() < 0.15 && (lon - 13.405).abs() < 0.2, "{}", p.payload);
+                assert!(
+                    (lat - CENTRE_LAT_FOR_TESTS).abs() < 0.15 && (lon - 13.405).abs() < 0.2,
+                    "{}",
+                    p.payload
+                );
                 assert!((3.5..8.5).contains(&ev.speed_mps.unwrap()));
             }
         }
@@ -816,7 +889,9 @@ mod tests {
         let mut lives: HashMap<String, Life> = HashMap::new();
         for p in records {
             let ev = decode(p.payload.as_bytes()).unwrap();
-            let Some(order) = ev.order_id.as_deref() else { continue };
+            let Some(order) = ev.order_id.as_deref() else {
+                continue;
+            };
             let life = lives.entry(order.to_owned()).or_default();
             let t = ev.event_time;
             let rider = ev.rider_id.as_deref().unwrap_or("").to_owned();
@@ -842,19 +917,36 @@ mod tests {
         let mut delivered = 0;
         let mut total_s = 0.0;
         for (order, life) in &lives {
-            let placed = life.placed.unwrap_or_else(|| panic!("{order} never placed"));
+            let placed = life
+                .placed
+                .unwrap_or_else(|| panic!("{order} never placed"));
             if let Some(c) = life.cancelled {
                 assert!(c > placed);
-                assert!(life.picked.is_none() && life.delivered.is_none() && life.pings.is_empty(), "{order}");
+                assert!(
+                    life.picked.is_none() && life.delivered.is_none() && life.pings.is_empty(),
+                    "{order}"
+                );
                 continue;
             }
             if !life.delivery {
-                assert!(life.picked.is_none() && life.delivered.is_none() && life.pings.is_empty(), "{order}");
+                assert!(
+                    life.picked.is_none() && life.delivered.is_none() && life.pings.is_empty(),
+                    "{order}"
+                );
                 continue;
             }
-            let (picked, rider) = life.picked.clone().unwrap_or_else(|| panic!("{order} never picked up"));
-            let (done, rider2) = life.delivered.clone().unwrap_or_else(|| panic!("{order} never delivered"));
-            assert!(placed < picked && picked < done, "{order}: {placed} {picked} {done}");
+            let (picked, rider) = life
+                .picked
+                .clone()
+                .unwrap_or_else(|| panic!("{order} never picked up"));
+            let (done, rider2) = life
+                .delivered
+                .clone()
+                .unwrap_or_else(|| panic!("{order} never delivered"));
+            assert!(
+                placed < picked && picked < done,
+                "{order}: {placed} {picked} {done}"
+            );
             assert_eq!(rider, rider2);
             for (t, r) in &life.pings {
                 assert!(picked < *t && *t < done, "{order}: ping at {t}");
@@ -862,12 +954,18 @@ mod tests {
             }
             // About every 15 s on the way.
             let expected = (done - picked) / PING_INTERVAL_MS;
-            assert!((life.pings.len() as i64 - expected).abs() <= expected / 5 + 2, "{order}");
+            assert!(
+                (life.pings.len() as i64 - expected).abs() <= expected / 5 + 2,
+                "{order}"
+            );
             delivered += 1;
             total_s += (done - placed) as f64 / 1000.0;
         }
         let avg_min = total_s / delivered as f64 / 60.0;
-        assert!((15.0..60.0).contains(&avg_min), "average delivery {avg_min:.1} min");
+        assert!(
+            (15.0..60.0).contains(&avg_min),
+            "average delivery {avg_min:.1} min"
+        );
     }
 
     #[test]
@@ -884,7 +982,8 @@ mod tests {
                 EventType::OrderPlaced => {
                     placed += 1.0;
                     online += f64::from(u8::from(ev.channel == Some(Channel::Online)));
-                    delivery += f64::from(u8::from(ev.delivery_type == Some(DeliveryType::Delivery)));
+                    delivery +=
+                        f64::from(u8::from(ev.delivery_type == Some(DeliveryType::Delivery)));
                     *per_store.entry(p.key.clone()).or_default() += 1.0;
                 }
                 EventType::OrderCancelled => cancelled += 1.0,
@@ -894,13 +993,25 @@ mod tests {
         assert_eq!(placed, 3_000.0);
         let share = cancelled / placed;
         assert!((0.025..0.06).contains(&share), "cancelled {share}");
-        assert!((0.8..0.9).contains(&(online / placed)), "online {}", online / placed);
-        assert!((0.8..0.9).contains(&(delivery / placed)), "delivery {}", delivery / placed);
+        assert!(
+            (0.8..0.9).contains(&(online / placed)),
+            "online {}",
+            online / placed
+        );
+        assert!(
+            (0.8..0.9).contains(&(delivery / placed)),
+            "delivery {}",
+            delivery / placed
+        );
         // 80/20: the busiest fifth of the stores takes about 80 % of the orders.
         let mut counts: Vec<f64> = per_store.into_values().collect();
         counts.sort_by(|a, b| b.total_cmp(a));
         let top: f64 = counts.iter().take(8).sum();
-        assert!((0.7..0.9).contains(&(top / placed)), "top share {}", top / placed);
+        assert!(
+            (0.7..0.9).contains(&(top / placed)),
+            "top share {}",
+            top / placed
+        );
     }
 
     #[test]
@@ -927,7 +1038,10 @@ mod tests {
         // Arrivals per simulated minute around 04:00 are a small fraction of those at
         // the dinner peak.
         let count = |start_ms: i64| {
-            let cfg = SimConfig { start_ms, ..config(5) };
+            let cfg = SimConfig {
+                start_ms,
+                ..config(5)
+            };
             let mut sim = Simulation::new(&cfg, None).unwrap();
             let mut orders = 0;
             let mut out = Produced::default();
@@ -945,15 +1059,48 @@ mod tests {
 
     #[test]
     fn config_is_validated() {
-        assert!(Simulation::new(&SimConfig { stores: 0, ..config(1) }, None).is_err());
-        assert!(Simulation::new(&SimConfig { riders: 0, ..config(1) }, None).is_err());
-        assert!(Simulation::new(&SimConfig { peak_orders_per_min: 0.0, ..config(1) }, None).is_err());
-        assert_eq!(rushhour_schemas::time::parse_rfc3339_millis("2026-11-20T11:30:00Z"), Some(DEFAULT_START_MS));
+        assert!(
+            Simulation::new(
+                &SimConfig {
+                    stores: 0,
+                    ..config(1)
+                },
+                None
+            )
+            .is_err()
+        );
+        assert!(
+            Simulation::new(
+                &SimConfig {
+                    riders: 0,
+                    ..config(1)
+                },
+                None
+            )
+            .is_err()
+        );
+        assert!(
+            Simulation::new(
+                &SimConfig {
+                    peak_orders_per_min: 0.0,
+                    ..config(1)
+                },
+                None
+            )
+            .is_err()
+        );
+        assert_eq!(
+            rushhour_schemas::time::parse_rfc3339_millis("2026-11-20T11:30:00Z"),
+            Some(DEFAULT_START_MS)
+        );
     }
 
     #[test]
     fn few_riders_make_orders_wait_but_all_get_delivered() {
-        let cfg = SimConfig { riders: 3, ..config(11) };
+        let cfg = SimConfig {
+            riders: 3,
+            ..config(11)
+        };
         let records = run(&cfg, 40);
         let lives = lives(&records);
         for life in lives.values() {
@@ -965,19 +1112,32 @@ mod tests {
 
     fn knob_run(knobs: Knobs, orders: u64) -> (Vec<Produced>, Vec<Produced>) {
         let clean = run(&config(21), orders);
-        let noisy = run(&SimConfig { knobs, ..config(21) }, orders);
+        let noisy = run(
+            &SimConfig {
+                knobs,
+                ..config(21)
+            },
+            orders,
+        );
         (clean, noisy)
     }
 
     #[test]
     fn disorder_is_bounded() {
-        let knobs = Knobs { disorder_ms: 5_000, ..Knobs::default() };
+        let knobs = Knobs {
+            disorder_ms: 5_000,
+            ..Knobs::default()
+        };
         let (clean, noisy) = knob_run(knobs, 300);
         assert_eq!(clean.len(), noisy.len());
         let mut max_seen = i64::MIN;
         let mut behind = 0;
         for p in &noisy {
-            assert!(p.event_time >= max_seen.saturating_sub(5_000), "{} behind", max_seen.saturating_sub(p.event_time));
+            assert!(
+                p.event_time >= max_seen.saturating_sub(5_000),
+                "{} behind",
+                max_seen.saturating_sub(p.event_time)
+            );
             behind += u32::from(p.event_time < max_seen);
             max_seen = max_seen.max(p.event_time);
         }
@@ -1031,7 +1191,10 @@ mod tests {
 
     #[test]
     fn malformed_records_all_fail_to_decode() {
-        let knobs = Knobs { malformed_fraction: 0.05, ..Knobs::default() };
+        let knobs = Knobs {
+            malformed_fraction: 0.05,
+            ..Knobs::default()
+        };
         let (clean, noisy) = knob_run(knobs, 300);
         assert_eq!(clean.len(), noisy.len());
         let mut bad = 0;
@@ -1046,7 +1209,13 @@ mod tests {
         }
         let share = bad as f64 / clean.len() as f64;
         assert!((0.03..0.07).contains(&share), "malformed {share}");
-        let again = run(&SimConfig { knobs, ..config(21) }, 300);
+        let again = run(
+            &SimConfig {
+                knobs,
+                ..config(21)
+            },
+            300,
+        );
         assert_eq!(again, noisy);
     }
 }

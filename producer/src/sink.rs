@@ -48,7 +48,10 @@ impl<S: EventSink + ?Sized> EventSink for Box<S> {
 
 /// Opens the sink an endpoint names. `partitions` is used when a `log:DIR` is created
 /// (an existing log keeps its own). Kafka and Kinesis are not available yet.
-pub fn open_sink(endpoint: &Endpoint, partitions: u32) -> Result<Box<dyn EventSink>, ProducerError> {
+pub fn open_sink(
+    endpoint: &Endpoint,
+    partitions: u32,
+) -> Result<Box<dyn EventSink>, ProducerError> {
     match endpoint {
         Endpoint::File(path) => Ok(Box::new(FileSink::create(path)?)),
         Endpoint::Stdio => Ok(Box::new(FileSink::stdout())),
@@ -83,7 +86,10 @@ impl FileSink {
             path: Some(path.to_owned()),
             source,
         })?;
-        Ok(FileSink { name, target: Target::File(BufWriter::with_capacity(256 << 10, file)) })
+        Ok(FileSink {
+            name,
+            target: Target::File(BufWriter::with_capacity(256 << 10, file)),
+        })
     }
 
     /// Writes to the process's standard output (`file:-`).
@@ -102,8 +108,16 @@ impl FileSink {
     }
 
     fn io_error(&self, source: std::io::Error) -> ProducerError {
-        let path = self.name.strip_prefix("file:").filter(|p| *p != "-").map(PathBuf::from);
-        ProducerError::Io { sink: self.name.clone(), path, source }
+        let path = self
+            .name
+            .strip_prefix("file:")
+            .filter(|p| *p != "-")
+            .map(PathBuf::from);
+        ProducerError::Io {
+            sink: self.name.clone(),
+            path,
+            source,
+        }
     }
 }
 
@@ -144,11 +158,27 @@ impl LogSink {
     pub fn open(dir: &Path, partitions: u32) -> Result<LogSink, ProducerError> {
         let name = format!("log:{}", dir.display());
         if partitions == 0 {
-            return Err(ProducerError::Config(format!("{name}: a log needs at least one partition")));
+            return Err(ProducerError::Config(format!(
+                "{name}: a log needs at least one partition"
+            )));
         }
-        let writer = LogWriter::open(dir, WriterOptions { partitions, ..WriterOptions::default() })
-            .map_err(|source| ProducerError::Log { sink: name.clone(), source })?;
-        Ok(LogSink { name, dir: dir.to_owned(), writer, unflushed: 0 })
+        let writer = LogWriter::open(
+            dir,
+            WriterOptions {
+                partitions,
+                ..WriterOptions::default()
+            },
+        )
+        .map_err(|source| ProducerError::Log {
+            sink: name.clone(),
+            source,
+        })?;
+        Ok(LogSink {
+            name,
+            dir: dir.to_owned(),
+            writer,
+            unflushed: 0,
+        })
     }
 
     /// The log's directory.
@@ -162,7 +192,10 @@ impl LogSink {
     }
 
     fn log_error(&self, source: rushhour_streamlog::LogError) -> ProducerError {
-        ProducerError::Log { sink: self.name.clone(), source }
+        ProducerError::Log {
+            sink: self.name.clone(),
+            source,
+        }
     }
 }
 
@@ -218,13 +251,17 @@ impl EventSink for MemorySink {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::{SimConfig, Simulation};
     use rushhour_streamlog::{LogReader, ReadBatch, ReadStatus, partition_for_key};
 
     fn sample() -> Vec<crate::Produced> {
-        let config = SimConfig { seed: 5, ..SimConfig::default() };
+        let config = SimConfig {
+            seed: 5,
+            ..SimConfig::default()
+        };
         Simulation::new(&config, Some(20)).unwrap().collect()
     }
 
@@ -266,8 +303,10 @@ mod tests {
         assert_eq!(reader.partitions.len(), 3);
         let mut got = 0;
         for (p, part) in reader.partitions.iter_mut().enumerate() {
-            let expected: Vec<&crate::Produced> =
-                records.iter().filter(|r| partition_for_key(r.key.as_bytes(), 3) == p as u32).collect();
+            let expected: Vec<&crate::Produced> = records
+                .iter()
+                .filter(|r| partition_for_key(r.key.as_bytes(), 3) == p as u32)
+                .collect();
             let mut batch = ReadBatch::default();
             let mut payloads = Vec::new();
             while let ReadStatus::Records(_) = part.read(&mut batch, 1 << 20).unwrap() {
@@ -292,7 +331,10 @@ mod tests {
         assert!(matches!(err, ProducerError::Unsupported(_)));
         assert!(err.to_string().contains("log:DIR or file:PATH"), "{err}");
         let kinesis: Endpoint = "kinesis://events".parse().unwrap();
-        assert!(matches!(open_sink(&kinesis, 4), Err(ProducerError::Unsupported(_))));
+        assert!(matches!(
+            open_sink(&kinesis, 4),
+            Err(ProducerError::Unsupported(_))
+        ));
     }
 
     #[test]

@@ -30,9 +30,7 @@ pub enum QueryError {
     },
 
     /// The lake argument cannot be understood (empty, unknown URL scheme, no bucket).
-    #[error(
-        "bad lake `{lake}`: {reason}; expected a directory, file://PATH or s3://BUCKET/PREFIX"
-    )]
+    #[error("bad lake `{lake}`: {reason}; expected a directory, file://PATH or s3://BUCKET/PREFIX")]
     BadLake {
         /// The lake as given by the user.
         lake: String,

@@ -232,7 +232,10 @@ mod tests {
     fn parses_local_paths_and_urls() {
         assert_eq!(LakeLocation::parse("lake").unwrap(), local("lake"));
         assert_eq!(LakeLocation::parse("./a/b").unwrap(), local("./a/b"));
-        assert_eq!(LakeLocation::parse("/tmp/lake").unwrap(), local("/tmp/lake"));
+        assert_eq!(
+            LakeLocation::parse("/tmp/lake").unwrap(),
+            local("/tmp/lake")
+        );
         assert_eq!(LakeLocation::parse("file:lake").unwrap(), local("lake"));
         assert_eq!(
             LakeLocation::parse("file:///tmp/lake").unwrap(),
@@ -264,7 +267,15 @@ mod tests {
 
     #[test]
     fn refuses_nonsense() {
-        for lake in ["", "s3://", "s3:///x", "file:", "file://", "file://host/x", "gs://b/p"] {
+        for lake in [
+            "",
+            "s3://",
+            "s3:///x",
+            "file:",
+            "file://",
+            "file://host/x",
+            "gs://b/p",
+        ] {
             let err = LakeLocation::parse(lake).unwrap_err();
             assert!(matches!(err, QueryError::BadLake { .. }), "{lake}: {err}");
             assert!(err.is_user_error());
@@ -278,6 +289,9 @@ mod tests {
         assert_eq!(schema.field(n - 2).name(), "event_date");
         assert_eq!(schema.field(n - 1).name(), "event_hour");
         assert_eq!(schema.field(n - 1).data_type(), &DataType::Utf8);
-        assert_eq!(table_schema(Table::StoreMinute), Table::StoreMinute.schema());
+        assert_eq!(
+            table_schema(Table::StoreMinute),
+            Table::StoreMinute.schema()
+        );
     }
 }

@@ -73,8 +73,9 @@ impl Lake {
 
     /// The object path of `relative` (slash-separated, relative to the lake root).
     pub fn path(&self, relative: &str) -> Path {
+        let relative = Path::from(relative);
         let mut parts: Vec<_> = self.root.parts().collect();
-        parts.extend(Path::from(relative).parts());
+        parts.extend(relative.parts());
         Path::from_iter(parts)
     }
 

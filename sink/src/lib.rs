@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -111,7 +111,7 @@ impl ParquetSink {
         let level = ZstdLevel::try_new(opts.zstd_level).unwrap_or_default();
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
-            .set_max_row_group_size(opts.row_group_rows)
+            .set_max_row_group_row_count(Some(opts.row_group_rows))
             .build();
         Ok(ParquetSink {
             lake,
@@ -132,11 +132,10 @@ impl ParquetSink {
 
     fn close_file(&mut self, file: OpenFile) -> Result<(), SinkError> {
         let OpenFile { writer, staged, target, table, rows } = file;
-        let meta = self.rt.block_on(writer.close()).map_err(|source| SinkError::Parquet {
+        self.rt.block_on(writer.close()).map_err(|source| SinkError::Parquet {
             path: staged.to_string(),
             source,
         })?;
-        let _ = meta;
         let bytes = self
             .rt
             .block_on(self.lake.store().head(&staged))

@@ -122,10 +122,12 @@ fn process_golden_fixture_into_a_lake() {
             .find(|c| c.name() == name)
             .unwrap()
     };
-    assert_eq!(format!("{:?}", col("window_start").logical_type_ref()), "Some(Timestamp { is_adjusted_to_u_t_c: true, unit: MILLIS })");
+    let ts = format!("{:?}", col("window_start").logical_type_ref());
+    assert!(ts.contains("is_adjusted_to_u_t_c: true") && ts.contains("MILLIS"), "{ts}");
+    assert_eq!(col("window_start").physical_type(), parquet::basic::Type::INT64);
     assert_eq!(col("orders_placed").physical_type(), parquet::basic::Type::INT64);
     assert_eq!(col("delivery_s_sum").physical_type(), parquet::basic::Type::DOUBLE);
-    assert_eq!(format!("{:?}", col("store_id").logical_type_ref()), "Some(String)");
+    assert!(format!("{:?}", col("store_id").logical_type_ref()).contains("String"));
 
     // Query it back.
     let rows = query_json(&lake, "SELECT count(*) AS n, sum(CASE WHEN is_late THEN 1 ELSE 0 END) AS late FROM raw_events");
