@@ -15,7 +15,12 @@ use rushhour_schemas::Endpoint;
 /// stdout), log:DIR (the embedded stream log), kafka://HOST:PORT/TOPIC,
 /// kinesis://STREAM.
 #[derive(Debug, Parser)]
-#[command(name = "rushhour", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "rushhour",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -46,7 +51,9 @@ pub enum Command {
 
 /// Parses a duration written like `500ms`, `10s`, `2m` or `6h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration ({e}); write it like 500ms, 10s, 2m or 6h"))
+    humantime::parse_duration(text).map_err(|e| {
+        format!("`{text}` is not a duration ({e}); write it like 500ms, 10s, 2m or 6h")
+    })
 }
 
 fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
@@ -63,7 +70,9 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
 fn parse_positive_rate(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{text}` is not a positive number of events per second")),
+        _ => Err(format!(
+            "`{text}` is not a positive number of events per second"
+        )),
     }
 }
 
@@ -100,7 +109,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
     pub stores: u32,
     /// Number of riders.
-    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 7000, value_parser = clap::value_parser!(u32).range(1..))]
     pub riders: u32,
     /// Orders per minute at the height of the meal peaks.
     #[arg(long, default_value_t = 300.0, value_parser = parse_positive_rate)]

@@ -33,7 +33,11 @@ pub fn human(n: f64) -> String {
 pub fn process_line(p: &Progress) -> String {
     let c = p.counters;
     let secs = p.elapsed.as_secs_f64().max(1e-9);
-    let wm = if p.watermark == i64::MIN { "-".to_owned() } else { format_millis(p.watermark) };
+    let wm = if p.watermark == i64::MIN {
+        "-".to_owned()
+    } else {
+        format_millis(p.watermark)
+    };
     format!(
         "read {} ({}/s) · accepted {} · late {} · duplicates {} · invalid {} · watermark {wm} · state {} · epochs {}",
         human(c.read as f64),

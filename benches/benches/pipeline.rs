@@ -2,16 +2,25 @@
 //! operators, and Parquet encoding. Inputs come from the generator and are built
 //! outside the timed part. `cargo bench -p rushhour-benches`.
 
+#![allow(clippy::unwrap_used, missing_docs)] // a benchmark harness, not library code
+
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rushhour_processor::source::{PositionStyle, SourceBatch};
 use rushhour_processor::{LakeSink, Pipeline, PipelineConfig};
 use rushhour_producer::{Produced, SimConfig, Simulation};
 use rushhour_sink::{Lake, ParquetSink, SinkOptions};
 
 fn events(orders: u64) -> Vec<String> {
-    let mut sim = Simulation::new(&SimConfig { seed: 7, ..SimConfig::default() }, Some(orders)).unwrap();
+    let mut sim = Simulation::new(
+        &SimConfig {
+            seed: 7,
+            ..SimConfig::default()
+        },
+        Some(orders),
+    )
+    .unwrap();
     let mut out = Vec::new();
     let mut p = Produced::default();
     while sim.next_into(&mut p) {
@@ -27,7 +36,8 @@ fn source_batches(lines: &[String], per_batch: usize) -> Vec<SourceBatch> {
         for (j, line) in chunk.iter().enumerate() {
             let start = b.data.len();
             b.data.extend_from_slice(line.as_bytes());
-            b.records.push((start..b.data.len(), (k * per_batch + j) as u64));
+            b.records
+                .push((start..b.data.len(), (k * per_batch + j) as u64));
         }
         batches.push(b);
     }
@@ -80,7 +90,11 @@ fn bench(c: &mut Criterion) {
             || {
                 let dir = tempfile::tempdir().unwrap();
                 let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
-                (dir, ParquetSink::new(lake, "bench", SinkOptions::default()).unwrap(), outputs.clone())
+                (
+                    dir,
+                    ParquetSink::new(lake, "bench", SinkOptions::default()).unwrap(),
+                    outputs.clone(),
+                )
             },
             |(dir, mut sink, outputs)| {
                 for o in outputs {

@@ -24,7 +24,10 @@ impl Dedup {
         if !self.seen.insert(h) {
             return false;
         }
-        self.by_hour.entry(event_time.div_euclid(HOUR_MS)).or_default().push(h);
+        self.by_hour
+            .entry(event_time.div_euclid(HOUR_MS))
+            .or_default()
+            .push(h);
         true
     }
 

@@ -21,5 +21,5 @@ pub mod store;
 
 pub use output::TableBatch;
 pub use pipeline::{Counters, Pipeline, PipelineConfig};
-pub use runtime::{run, Progress, RunOptions, RunReport, RuntimeError};
+pub use runtime::{Progress, RunOptions, RunReport, RuntimeError, run};
 pub use sink::{BoxError, LakeSink, StagedFile};

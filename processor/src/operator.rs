@@ -161,7 +161,11 @@ impl Curated {
         self.store_minute
             .sort_by(|a, b| (a.window_start, &a.store_id).cmp(&(b.window_start, &b.store_id)));
         self.deliveries.sort_by(|a, b| {
-            (a.delivered_at, &a.order_id, &a.rider_id).cmp(&(b.delivered_at, &b.order_id, &b.rider_id))
+            (a.delivered_at, &a.order_id, &a.rider_id).cmp(&(
+                b.delivered_at,
+                &b.order_id,
+                &b.rider_id,
+            ))
         });
         self.store_delivery_5m
             .sort_by(|a, b| (a.window_start, &a.store_id).cmp(&(b.window_start, &b.store_id)));

@@ -7,11 +7,13 @@ use arrow::array::{
 };
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use rushhour_schemas::time::MINUTE_MS;
 use rushhour_schemas::Table;
+use rushhour_schemas::time::MINUTE_MS;
 
-use crate::operator::{Curated, DeliveryRow, LateRow, RiderMinuteRow, StoreDeliveryRow, StoreMinuteRow};
 use crate::operator::percentile_cont;
+use crate::operator::{
+    Curated, DeliveryRow, LateRow, RiderMinuteRow, StoreDeliveryRow, StoreMinuteRow,
+};
 use crate::store::SLIDE_SIZE_MS;
 
 /// A batch of rows for one table, and the hive partition directory it belongs in
@@ -37,8 +39,12 @@ fn secs(ms: i64) -> f64 {
 fn store_minute(rows: &[StoreMinuteRow]) -> Result<RecordBatch, ArrowError> {
     let (mut start, mut end, mut store) = (ts(), ts(), StringBuilder::new());
     let mut ints: Vec<Int64Builder> = (0..7).map(|_| Int64Builder::new()).collect();
-    let (mut sum, mut count, mut p50, mut p95) =
-        (Float64Builder::new(), Int64Builder::new(), Float64Builder::new(), Float64Builder::new());
+    let (mut sum, mut count, mut p50, mut p95) = (
+        Float64Builder::new(),
+        Int64Builder::new(),
+        Float64Builder::new(),
+        Float64Builder::new(),
+    );
     for r in rows {
         start.append_value(r.window_start);
         end.append_value(r.window_start + MINUTE_MS);
@@ -60,7 +66,11 @@ fn store_minute(rows: &[StoreMinuteRow]) -> Result<RecordBatch, ArrowError> {
         p50.append_option(percentile_cont(&seconds, 0.5));
         p95.append_option(percentile_cont(&seconds, 0.95));
     }
-    let mut cols: Vec<ArrayRef> = vec![Arc::new(start.finish()), Arc::new(end.finish()), Arc::new(store.finish())];
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(start.finish()),
+        Arc::new(end.finish()),
+        Arc::new(store.finish()),
+    ];
     cols.extend(ints.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     cols.extend([
         Arc::new(sum.finish()) as ArrayRef,
@@ -72,9 +82,17 @@ fn store_minute(rows: &[StoreMinuteRow]) -> Result<RecordBatch, ArrowError> {
 }
 
 fn deliveries(rows: &[DeliveryRow]) -> Result<RecordBatch, ArrowError> {
-    let (mut order, mut store, mut rider) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let (mut order, mut store, mut rider) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
     let (mut placed, mut picked, mut delivered) = (ts(), ts(), ts());
-    let (mut prep, mut transit, mut total) = (Float64Builder::new(), Float64Builder::new(), Float64Builder::new());
+    let (mut prep, mut transit, mut total) = (
+        Float64Builder::new(),
+        Float64Builder::new(),
+        Float64Builder::new(),
+    );
     for r in rows {
         order.append_value(&r.order_id);
         store.append_value(&r.store_id);
@@ -126,8 +144,12 @@ fn store_delivery_5m(rows: &[StoreDeliveryRow]) -> Result<RecordBatch, ArrowErro
 
 fn rider_minute(rows: &[RiderMinuteRow]) -> Result<RecordBatch, ArrowError> {
     let (mut start, mut end, mut rider) = (ts(), ts(), StringBuilder::new());
-    let (mut pings, mut dist, mut speed, mut deliveries) =
-        (Int64Builder::new(), Float64Builder::new(), Float64Builder::new(), Int64Builder::new());
+    let (mut pings, mut dist, mut speed, mut deliveries) = (
+        Int64Builder::new(),
+        Float64Builder::new(),
+        Float64Builder::new(),
+        Int64Builder::new(),
+    );
     for r in rows {
         start.append_value(r.window_start);
         end.append_value(r.window_start + MINUTE_MS);
@@ -152,8 +174,13 @@ fn rider_minute(rows: &[RiderMinuteRow]) -> Result<RecordBatch, ArrowError> {
 }
 
 fn late_events(rows: &[LateRow]) -> Result<RecordBatch, ArrowError> {
-    let (mut id, mut ty, mut time, mut wm, mut raw) =
-        (StringBuilder::new(), StringBuilder::new(), ts(), ts(), StringBuilder::new());
+    let (mut id, mut ty, mut time, mut wm, mut raw) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        ts(),
+        ts(),
+        StringBuilder::new(),
+    );
     for r in rows {
         id.append_value(&r.event_id);
         ty.append_value(r.event_type);
@@ -179,12 +206,19 @@ pub fn curated_batches(rows: &mut Curated) -> Result<Vec<TableBatch>, ArrowError
     let mut out = Vec::new();
     let mut push = |table: Table, batch: RecordBatch| {
         if batch.num_rows() > 0 {
-            out.push(TableBatch { table, partition: String::new(), batch });
+            out.push(TableBatch {
+                table,
+                partition: String::new(),
+                batch,
+            });
         }
     };
     push(Table::StoreMinute, store_minute(&rows.store_minute)?);
     push(Table::Deliveries, deliveries(&rows.deliveries)?);
-    push(Table::StoreDelivery5m, store_delivery_5m(&rows.store_delivery_5m)?);
+    push(
+        Table::StoreDelivery5m,
+        store_delivery_5m(&rows.store_delivery_5m)?,
+    );
     push(Table::RiderMinute, rider_minute(&rows.rider_minute)?);
     push(Table::LateEvents, late_events(&rows.late_events)?);
     *rows = Curated::default();

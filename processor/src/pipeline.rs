@@ -9,12 +9,14 @@
 use std::collections::BTreeMap;
 
 use arrow::error::ArrowError;
-use rushhour_schemas::time::{date_hour, HOUR_MS};
-use rushhour_schemas::{decode, DeadLetterBuilder, Provenance, RawEventsBuilder, Table, NO_WATERMARK};
+use rushhour_schemas::time::{HOUR_MS, date_hour};
+use rushhour_schemas::{
+    DeadLetterBuilder, NO_WATERMARK, Provenance, RawEventsBuilder, Table, decode,
+};
 
 use crate::dedup::Dedup;
 use crate::operator::{Curated, LateRow, Operator};
-use crate::output::{curated_batches, TableBatch};
+use crate::output::{TableBatch, curated_batches};
 use crate::rider::RiderOperator;
 use crate::source::{PartitionStatus, PositionStyle, SourceBatch};
 use crate::store::StoreOperator;
@@ -83,7 +85,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline over a source named `source` with `partitions` partitions.
-    pub fn new(cfg: PipelineConfig, source: &str, partitions: u32, style: PositionStyle) -> Pipeline {
+    pub fn new(
+        cfg: PipelineConfig,
+        source: &str,
+        partitions: u32,
+        style: PositionStyle,
+    ) -> Pipeline {
         let operators: Vec<Box<dyn Operator>> = vec![
             Box::new(StoreOperator::new(cfg.order_ttl_ms)),
             Box::new(RiderOperator::default()),
@@ -122,13 +129,20 @@ impl Pipeline {
 
     /// Entries of operator state held.
     pub fn state_entries(&self) -> usize {
-        self.operators.iter().map(|o| o.state_entries()).sum::<usize>()
+        self.operators
+            .iter()
+            .map(|o| o.state_entries())
+            .sum::<usize>()
             + self.parts.iter().map(|p| p.dedup.len()).sum::<usize>()
     }
 
     /// Runs every record of a batch through the record path. `ingest_time` is the
     /// wall-clock time stamped on raw rows.
-    pub fn process_batch(&mut self, batch: &SourceBatch, ingest_time: i64) -> Result<(), ArrowError> {
+    pub fn process_batch(
+        &mut self,
+        batch: &SourceBatch,
+        ingest_time: i64,
+    ) -> Result<(), ArrowError> {
         let p = (batch.partition as usize).min(self.parts.len() - 1);
         // A partition handing over records is active, whatever it was before.
         if self.parts[p].status == PartitionStatus::Idle {
@@ -146,7 +160,11 @@ impl Pipeline {
                     self.position.push_str(&offset.to_string());
                 }
             }
-            let prov = Provenance { source: &self.source, position: &self.position, ingest_time };
+            let prov = Provenance {
+                source: &self.source,
+                position: &self.position,
+                ingest_time,
+            };
             let ev = match decode(bytes) {
                 Ok(ev) => ev,
                 Err(invalid) => {
@@ -190,14 +208,19 @@ impl Pipeline {
             }
             if raw.len() >= self.cfg.raw_batch_rows {
                 let batch = raw.finish()?;
-                self.ready.push(TableBatch { table: Table::RawEvents, partition: hive_partition(hour), batch });
+                self.ready.push(TableBatch {
+                    table: Table::RawEvents,
+                    partition: hive_partition(hour),
+                    batch,
+                });
             }
             if moved {
                 self.recompute_effective();
             }
         }
         for part in &mut self.parts {
-            part.dedup.expire(part.watermark.saturating_sub(self.cfg.dedup_horizon_ms));
+            part.dedup
+                .expire(part.watermark.saturating_sub(self.cfg.dedup_horizon_ms));
         }
         Ok(())
     }
@@ -244,11 +267,19 @@ impl Pipeline {
             for (hour, raw) in std::mem::take(&mut self.raw) {
                 if !raw.is_empty() {
                     let mut raw = raw;
-                    out.push(TableBatch { table: Table::RawEvents, partition: hive_partition(hour), batch: raw.finish()? });
+                    out.push(TableBatch {
+                        table: Table::RawEvents,
+                        partition: hive_partition(hour),
+                        batch: raw.finish()?,
+                    });
                 }
             }
             if !self.dead.is_empty() {
-                out.push(TableBatch { table: Table::DeadLetter, partition: String::new(), batch: self.dead.finish()? });
+                out.push(TableBatch {
+                    table: Table::DeadLetter,
+                    partition: String::new(),
+                    batch: self.dead.finish()?,
+                });
             }
         }
         if !self.curated.is_empty() {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use geo::{Distance, Haversine, Point};
-use rushhour_schemas::time::{window_start, MINUTE_MS};
+use rushhour_schemas::time::{MINUTE_MS, window_start};
 use rushhour_schemas::{Event, EventType};
 
 use crate::operator::{Curated, Operator, RiderMinuteRow};
@@ -51,11 +51,21 @@ impl RiderOperator {
 
 impl Operator for RiderOperator {
     fn process(&mut self, ev: &Event<'_>) {
-        let Some(rider) = ev.rider_id.as_deref() else { return };
+        let Some(rider) = ev.rider_id.as_deref() else {
+            return;
+        };
         match ev.event_type {
             EventType::RiderLocation => {
-                let (Some(lat), Some(lon)) = (ev.lat, ev.lon) else { return };
-                let ping = Ping { time: ev.event_time, event_id: ev.event_id.as_ref().into(), lat, lon, speed: ev.speed_mps };
+                let (Some(lat), Some(lon)) = (ev.lat, ev.lon) else {
+                    return;
+                };
+                let ping = Ping {
+                    time: ev.event_time,
+                    event_id: ev.event_id.as_ref().into(),
+                    lat,
+                    lon,
+                    speed: ev.speed_mps,
+                };
                 self.agg(ev.event_time, rider).pings.push(ping);
             }
             EventType::OrderDelivered => self.agg(ev.event_time, rider).deliveries += 1,
@@ -70,14 +80,16 @@ impl Operator for RiderOperator {
                 break;
             }
             for (rider_id, mut agg) in entry.remove() {
-                agg.pings.sort_by(|a, b| (a.time, &a.event_id).cmp(&(b.time, &b.event_id)));
+                agg.pings
+                    .sort_by(|a, b| (a.time, &a.event_id).cmp(&(b.time, &b.event_id)));
                 let distance_m = agg
                     .pings
                     .windows(2)
                     .map(|w| haversine_m(w[0].lat, w[0].lon, w[1].lat, w[1].lon))
                     .sum();
                 let speeds: Vec<f64> = agg.pings.iter().filter_map(|p| p.speed).collect();
-                let avg_speed_mps = (!speeds.is_empty()).then(|| speeds.iter().sum::<f64>() / speeds.len() as f64);
+                let avg_speed_mps =
+                    (!speeds.is_empty()).then(|| speeds.iter().sum::<f64>() / speeds.len() as f64);
                 out.rider_minute.push(RiderMinuteRow {
                     window_start: start,
                     rider_id,
@@ -103,6 +115,9 @@ mod tests {
     fn haversine_uses_the_contract_radius() {
         // One degree of latitude on a sphere of radius 6 371 008.8 m.
         let d = haversine_m(0.0, 0.0, 1.0, 0.0);
-        assert!((d - 6_371_008.8 * std::f64::consts::PI / 180.0).abs() < 1e-6, "{d}");
+        assert!(
+            (d - 6_371_008.8 * std::f64::consts::PI / 180.0).abs() < 1e-6,
+            "{d}"
+        );
     }
 }

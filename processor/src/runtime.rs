@@ -8,9 +8,9 @@
 //! pipeline holds for the sink, asks the sink to complete the epoch's files in staging,
 //! and publishes them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -118,10 +118,16 @@ impl SinkThread {
                 Ok(())
             });
         match handle {
-            Ok(handle) => SinkThread { tx: Some(tx), handle: Some(handle) },
+            Ok(handle) => SinkThread {
+                tx: Some(tx),
+                handle: Some(handle),
+            },
             Err(e) => {
                 let err: BoxError = Box::new(e);
-                SinkThread { tx: None, handle: Some(std::thread::spawn(move || Err(err))) }
+                SinkThread {
+                    tx: None,
+                    handle: Some(std::thread::spawn(move || Err(err))),
+                }
             }
         }
     }
@@ -148,7 +154,10 @@ impl SinkThread {
 
     fn commit(&mut self, epoch: u64) -> Result<Vec<StagedFile>, RuntimeError> {
         let (reply_tx, reply_rx) = sync_channel(1);
-        let sent = self.tx.as_ref().map(|tx| tx.send(SinkMsg::Commit(epoch, reply_tx)));
+        let sent = self
+            .tx
+            .as_ref()
+            .map(|tx| tx.send(SinkMsg::Commit(epoch, reply_tx)));
         if !matches!(sent, Some(Ok(()))) {
             return Err(self.failure());
         }
@@ -235,5 +244,11 @@ pub fn run(
     files += sink.commit(epoch)?.len() as u64;
     sink.close()?;
     progress(&report(pipeline, epoch));
-    Ok(RunReport { counters: pipeline.counters(), epochs: epoch, files, ended, elapsed: started.elapsed() })
+    Ok(RunReport {
+        counters: pipeline.counters(),
+        epochs: epoch,
+        files,
+        ended,
+        elapsed: started.elapsed(),
+    })
 }

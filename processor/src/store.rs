@@ -16,7 +16,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
-use rushhour_schemas::time::{window_start, MINUTE_MS};
+use rushhour_schemas::time::{MINUTE_MS, window_start};
 use rushhour_schemas::{Channel, Event, EventType};
 
 use crate::operator::{Curated, DeliveryRow, Operator, StoreDeliveryRow, StoreMinuteRow};
@@ -116,10 +116,21 @@ impl StoreOperator {
         (0..SLIDE_SIZE_MS / SLIDE_STEP_MS).map(move |k| last - k * SLIDE_STEP_MS)
     }
 
-    fn resolve(&mut self, order_id: &str, placed: Option<i64>, picked_up: Option<i64>, p: Pending, out: &mut Curated) {
+    fn resolve(
+        &mut self,
+        order_id: &str,
+        placed: Option<i64>,
+        picked_up: Option<i64>,
+        p: Pending,
+        out: &mut Curated,
+    ) {
         let total = placed.map(|pl| p.delivered_at - pl);
         let minute = window_start(p.delivered_at, MINUTE_MS);
-        if let Some(agg) = self.minutes.get_mut(&minute).and_then(|m| m.get_mut(&p.store)) {
+        if let Some(agg) = self
+            .minutes
+            .get_mut(&minute)
+            .and_then(|m| m.get_mut(&p.store))
+        {
             agg.pending -= 1;
             if let Some(ms) = total {
                 agg.delivery_ms.push(ms);
@@ -149,15 +160,24 @@ impl StoreOperator {
             if *due > wm {
                 break;
             }
-            let Some(Reverse((due, id))) = self.timers.pop() else { break };
-            let Some(order) = self.orders.get_mut(&id) else { continue };
+            let Some(Reverse((due, id))) = self.timers.pop() else {
+                break;
+            };
+            let Some(order) = self.orders.get_mut(&id) else {
+                continue;
+            };
             if order.timer != due {
                 continue; // superseded by an earlier timer
             }
             let expired = wm > order.last_seen.saturating_add(self.ttl_ms);
-            let resolvable = order.placed.is_some_and(|p| p <= wm) && order.picked_up.is_some_and(|u| u <= wm);
+            let resolvable =
+                order.placed.is_some_and(|p| p <= wm) && order.picked_up.is_some_and(|u| u <= wm);
             let (placed, picked_up) = (order.placed, order.picked_up);
-            let pending = if expired || resolvable { std::mem::take(&mut order.pending) } else { Vec::new() };
+            let pending = if expired || resolvable {
+                std::mem::take(&mut order.pending)
+            } else {
+                Vec::new()
+            };
             if expired {
                 self.orders.remove(&id);
             }
@@ -231,7 +251,8 @@ impl Operator for StoreOperator {
         if ev.event_type == EventType::RiderLocation {
             return;
         }
-        let (Some(store_id), Some(order_id)) = (ev.store_id.as_deref(), ev.order_id.as_deref()) else {
+        let (Some(store_id), Some(order_id)) = (ev.store_id.as_deref(), ev.order_id.as_deref())
+        else {
             return;
         };
         let t = ev.event_time;
@@ -256,7 +277,12 @@ impl Operator for StoreOperator {
                 agg.orders_delivered += 1;
                 agg.pending += 1;
                 for s in Self::slide_starts(t) {
-                    let slide = self.slides.entry(s).or_default().entry(store.clone()).or_default();
+                    let slide = self
+                        .slides
+                        .entry(s)
+                        .or_default()
+                        .entry(store.clone())
+                        .or_default();
                     slide.deliveries += 1;
                     slide.pending += 1;
                 }
@@ -277,7 +303,9 @@ impl Operator for StoreOperator {
         order.last_seen = order.last_seen.max(t);
         match ev.event_type {
             EventType::OrderPlaced => order.placed = Some(order.placed.map_or(t, |p| p.min(t))),
-            EventType::OrderPickedUp => order.picked_up = Some(order.picked_up.map_or(t, |p| p.min(t))),
+            EventType::OrderPickedUp => {
+                order.picked_up = Some(order.picked_up.map_or(t, |p| p.min(t)))
+            }
             EventType::OrderDelivered => order.pending.push(Pending {
                 delivered_at: t,
                 store,

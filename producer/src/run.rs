@@ -96,7 +96,8 @@ pub fn generate(
     limits.validate()?;
     let mut sim = Simulation::new(config, limits.orders)?;
     let start = Instant::now();
-    let deadline = limits.duration.map(|d| start + d);
+    // A duration too long to represent is no deadline at all.
+    let deadline = limits.duration.and_then(|d| start.checked_add(d));
     // Check the clock about every 10 ms worth of records when paced.
     let batch = match limits.rate {
         Some(rate) => ((rate / 100.0).ceil() as u64).clamp(1, UNPACED_BATCH),
@@ -124,15 +125,21 @@ pub fn generate(
                     next_progress = now + PROGRESS_EVERY;
                 }
                 let Some(rate) = limits.rate else { break };
-                let due = start + Duration::from_secs_f64(report.events as f64 / rate);
-                if now >= due {
+                // `None`: so far ahead that it is never due (an absurdly low rate).
+                let due = Duration::try_from_secs_f64(report.events as f64 / rate)
+                    .ok()
+                    .and_then(|d| start.checked_add(d));
+                if due.is_some_and(|due| now >= due) {
                     break;
                 }
                 if now - last_flush >= PACED_FLUSH_EVERY {
                     sink.flush()?;
                     last_flush = now;
                 }
-                let mut nap = (due - now).min(MAX_SLEEP).min(next_progress - now);
+                let mut nap = MAX_SLEEP.min(next_progress - now);
+                if let Some(due) = due {
+                    nap = nap.min(due - now);
+                }
                 if let Some(d) = deadline {
                     nap = nap.min(d.saturating_duration_since(now));
                 }

@@ -27,12 +27,19 @@ use crate::knobs::{KnobStage, Knobs};
 /// `2026-11-20T11:30:00Z`: a Friday, half an hour before the lunch rush.
 pub const DEFAULT_START_MS: i64 = 1_795_174_200_000;
 
+/// `0001-01-01T00:00:00Z`: RFC 3339 has four-digit years.
+const MIN_START_MS: i64 = -62_135_596_800_000;
+/// About the year 8000, leaving millennia of simulated time before year 9999.
+const MAX_START_MS: i64 = 190_000_000_000_000;
+
 /// Share of orders cancelled (a few minutes after placement, before any pickup).
 const CANCEL_SHARE: f64 = 0.04;
 /// Share of orders placed online; the rest are placed in the store.
 const ONLINE_SHARE: f64 = 0.85;
+/// Share of all orders that are delivered; the rest are collected by the customer.
+const DELIVERY_SHARE: f64 = 0.85;
 /// Share of in-store orders that are nevertheless delivered. Online orders are
-/// delivered often enough that 85 % of all orders are deliveries.
+/// delivered often enough that [`DELIVERY_SHARE`] of all orders are deliveries.
 const IN_STORE_DELIVERY_SHARE: f64 = 0.3;
 /// Median preparation time off-peak; peaks stretch it by up to [`PREP_PEAK_STRETCH`].
 const PREP_MEDIAN_MS: f64 = 11.0 * MINUTE_MS as f64;
@@ -98,6 +105,12 @@ impl SimConfig {
     /// Checks that the settings describe a city that can run.
     pub fn validate(&self) -> Result<(), ProducerError> {
         let bad = |msg: String| Err(ProducerError::Config(msg));
+        if !(MIN_START_MS..=MAX_START_MS).contains(&self.start_ms) {
+            return bad(format!(
+                "start_ms {} is outside the years 1 to 8000 that event times can express",
+                self.start_ms
+            ));
+        }
         if self.stores == 0 {
             return bad("the simulation needs at least one store".into());
         }
@@ -506,7 +519,7 @@ impl Core {
         let store = &self.city.stores[store_idx];
         let online = rng.random_bool(ONLINE_SHARE);
         let delivery_share = if online {
-            (0.85 - (1.0 - ONLINE_SHARE) * IN_STORE_DELIVERY_SHARE) / ONLINE_SHARE
+            (DELIVERY_SHARE - (1.0 - ONLINE_SHARE) * IN_STORE_DELIVERY_SHARE) / ONLINE_SHARE
         } else {
             IN_STORE_DELIVERY_SHARE
         };

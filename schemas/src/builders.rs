@@ -13,7 +13,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use crate::event::Event;
-use crate::tables::{item_fields, Table};
+use crate::tables::{Table, item_fields};
 
 /// Where a record came from, stamped on its raw row.
 #[derive(Debug, Clone, Copy)]
@@ -243,7 +243,15 @@ mod tests {
         for (n, line) in lines.iter().enumerate() {
             let ev = decode(line.as_bytes()).unwrap();
             let pos = (n + 1).to_string();
-            b.append(&ev, n == 1, Provenance { source: "file:x", position: &pos, ingest_time: 5 });
+            b.append(
+                &ev,
+                n == 1,
+                Provenance {
+                    source: "file:x",
+                    position: &pos,
+                    ingest_time: 5,
+                },
+            );
         }
         let batch = b.finish().unwrap();
         assert_eq!(batch.num_rows(), 2);
@@ -258,7 +266,15 @@ mod tests {
     #[test]
     fn dead_letter_keeps_bytes() {
         let mut b = DeadLetterBuilder::default();
-        b.append(b"\xff{", "invalid UTF-8", Provenance { source: "s", position: "3", ingest_time: 0 });
+        b.append(
+            b"\xff{",
+            "invalid UTF-8",
+            Provenance {
+                source: "s",
+                position: "3",
+                ingest_time: 0,
+            },
+        );
         let batch = b.finish().unwrap();
         assert_eq!(batch.column(0).as_binary::<i32>().value(0), b"\xff{");
     }

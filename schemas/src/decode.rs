@@ -9,8 +9,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::event::{Channel, DeliveryType, Event, EventType, Item};
@@ -49,7 +49,10 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, Invalid> {
         // Still tell a syntax error from a well-formed non-object.
         return match serde_json::from_str::<IgnoredAny>(text) {
             Err(e) => invalid(format!("invalid JSON: {e}")),
-            Ok(_) => invalid(format!("record is {}, not a JSON object", kind_of(text.trim()))),
+            Ok(_) => invalid(format!(
+                "record is {}, not a JSON object",
+                kind_of(text.trim())
+            )),
         };
     }
     let fields: Fields<'_> = match serde_json::from_str(text) {
@@ -62,7 +65,9 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, Invalid> {
     if memchr::memmem::find(record, b"\\u").is_some()
         && let Err(e) = serde_json::from_str::<serde_json::Value>(text)
     {
-        return invalid(format!("invalid JSON: {e}"));
+        return invalid(format!(
+            "invalid JSON string (a lone surrogate or a bad \\u escape): {e}"
+        ));
     }
     fields.into_event()
 }
@@ -178,7 +183,10 @@ fn required<'a>(name: &str, raw: Option<&'a RawValue>) -> Result<&'a RawValue, I
 fn string<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, Invalid> {
     let text = raw.get();
     if !text.starts_with('"') {
-        return invalid(format!("field `{name}` must be a string, found {}", kind_of(text)));
+        return invalid(format!(
+            "field `{name}` must be a string, found {}",
+            kind_of(text)
+        ));
     }
     match serde_json::from_str::<JsonStr<'a>>(text) {
         Ok(s) => Ok(s.0),
@@ -193,7 +201,10 @@ fn integer(name: &str, raw: &RawValue) -> Result<i64, Invalid> {
         return if kind_of(text) == "a number" {
             invalid(format!("field `{name}` must be an integer, found {text}"))
         } else {
-            invalid(format!("field `{name}` must be an integer, found {}", kind_of(text)))
+            invalid(format!(
+                "field `{name}` must be an integer, found {}",
+                kind_of(text)
+            ))
         };
     }
     match text.parse::<i64>() {
@@ -205,11 +216,16 @@ fn integer(name: &str, raw: &RawValue) -> Result<i64, Invalid> {
 fn number(name: &str, raw: &RawValue) -> Result<f64, Invalid> {
     let text = raw.get();
     if kind_of(text) != "a number" {
-        return invalid(format!("field `{name}` must be a number, found {}", kind_of(text)));
+        return invalid(format!(
+            "field `{name}` must be a number, found {}",
+            kind_of(text)
+        ));
     }
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => invalid(format!("field `{name}` must be a finite number, found {text}")),
+        _ => invalid(format!(
+            "field `{name}` must be a finite number, found {text}"
+        )),
     }
 }
 
@@ -240,7 +256,10 @@ impl<'a> Fields<'a> {
                 ev.order_id = Some(req_str("order_id", self.order_id)?);
                 ev.store_id = Some(req_str("store_id", self.store_id)?);
                 ev.items = Some(items(required("items", self.items)?)?);
-                ev.total_cents = Some(integer("total_cents", required("total_cents", self.total_cents)?)?);
+                ev.total_cents = Some(integer(
+                    "total_cents",
+                    required("total_cents", self.total_cents)?,
+                )?);
                 ev.customer_id = opt(self.customer_id, |r| string("customer_id", r))?;
                 ev.channel = opt(self.channel, |r| match string("channel", r)?.as_ref() {
                     "online" => Ok(Channel::Online),
@@ -292,7 +311,10 @@ impl<'a> Fields<'a> {
 fn items(raw: &RawValue) -> Result<Vec<Item<'_>>, Invalid> {
     let text = raw.get();
     if !text.starts_with('[') {
-        return invalid(format!("field `items` must be an array, found {}", kind_of(text)));
+        return invalid(format!(
+            "field `items` must be an array, found {}",
+            kind_of(text)
+        ));
     }
     let elements: Vec<&RawValue> = match serde_json::from_str(text) {
         Ok(v) => v,
@@ -302,17 +324,25 @@ fn items(raw: &RawValue) -> Result<Vec<Item<'_>>, Invalid> {
     for (i, element) in elements.into_iter().enumerate() {
         let etext = element.get();
         if !etext.starts_with('{') {
-            return invalid(format!("items[{i}] must be an object, found {}", kind_of(etext)));
+            return invalid(format!(
+                "items[{i}] must be an object, found {}",
+                kind_of(etext)
+            ));
         }
         let f: ItemFields<'_> = match serde_json::from_str(etext) {
             Ok(f) => f,
             Err(e) => return invalid(format!("items[{i}]: {e}")),
         };
         let name = |field: &str| format!("items[{i}].{field}");
-        let product_id = string(&name("product_id"), required(&name("product_id"), f.product_id)?)?;
+        let product_id = string(
+            &name("product_id"),
+            required(&name("product_id"), f.product_id)?,
+        )?;
         let qty = integer(&name("qty"), required(&name("qty"), f.qty)?)?;
         if qty < 1 {
-            return invalid(format!("field `items[{i}].qty` must be at least 1, found {qty}"));
+            return invalid(format!(
+                "field `items[{i}].qty` must be at least 1, found {qty}"
+            ));
         }
         let unit_price_cents = integer(
             &name("unit_price_cents"),
@@ -401,7 +431,10 @@ mod tests {
         let line = with("customer_id", "null");
         assert_eq!(decode(line.as_bytes()).unwrap().customer_id, None);
         let line = with("store_id", r#""s\u00e9""#);
-        assert_eq!(decode(line.as_bytes()).unwrap().store_id.as_deref(), Some("sé"));
+        assert_eq!(
+            decode(line.as_bytes()).unwrap().store_id.as_deref(),
+            Some("sé")
+        );
         let line = with("items", "[]");
         assert_eq!(decode(line.as_bytes()).unwrap().items, Some(vec![]));
     }
@@ -411,17 +444,41 @@ mod tests {
         assert!(reason("{").starts_with("invalid JSON"));
         assert!(reason("[1]").contains("not a JSON object"));
         assert!(reason("42").contains("not a JSON object"));
-        assert_eq!(reason(&with("store_id", "null")), "missing required field `store_id`");
-        assert_eq!(reason(&with("store_id", "7")), "field `store_id` must be a string, found a number");
-        assert_eq!(reason(&with("event_type", "\"order_eaten\"")), "unknown event_type `order_eaten`");
+        assert_eq!(
+            reason(&with("store_id", "null")),
+            "missing required field `store_id`"
+        );
+        assert_eq!(
+            reason(&with("store_id", "7")),
+            "field `store_id` must be a string, found a number"
+        );
+        assert_eq!(
+            reason(&with("event_type", "\"order_eaten\"")),
+            "unknown event_type `order_eaten`"
+        );
         assert!(reason(&with("event_time", "\"2026-11-21T23:59:60Z\"")).contains("RFC 3339"));
         assert!(reason(&with("event_time", "\"2026-02-30T00:00:00Z\"")).contains("RFC 3339"));
         assert!(reason(&with("total_cents", "9.0")).contains("must be an integer, found 9.0"));
         assert!(reason(&with("total_cents", "1e3")).contains("must be an integer"));
         assert!(reason(&with("total_cents", "9223372036854775808")).contains("INT64"));
-        assert!(reason(&with("items", r#"[{"product_id":"p","qty":0,"unit_price_cents":1}]"#)).contains("qty"));
-        assert!(reason(&with("items", r#"[{"product_id":"p","qty":1,"unit_price_cents":-1}]"#)).contains("unit_price_cents"));
-        assert!(reason(&with("items", r#"[{"product_id":"p","qty":1}]"#)).contains("items[0].unit_price_cents"));
+        assert!(
+            reason(&with(
+                "items",
+                r#"[{"product_id":"p","qty":0,"unit_price_cents":1}]"#
+            ))
+            .contains("qty")
+        );
+        assert!(
+            reason(&with(
+                "items",
+                r#"[{"product_id":"p","qty":1,"unit_price_cents":-1}]"#
+            ))
+            .contains("unit_price_cents")
+        );
+        assert!(
+            reason(&with("items", r#"[{"product_id":"p","qty":1}]"#))
+                .contains("items[0].unit_price_cents")
+        );
         assert!(reason(&with("items", "{}")).contains("must be an array"));
         assert!(reason(&with("channel", "\"phone\"")).contains("channel"));
         assert!(reason(&with("delivery_type", "\"drone\"")).contains("delivery_type"));
@@ -437,7 +494,8 @@ mod tests {
         assert!(decode(&bytes).unwrap_err().0.contains("UTF-8"));
         // A lone surrogate in a known field and in an unknown one.
         let lone = PLACED.replace(r#""store_id":"s1""#, r#""store_id":"s\ud800""#);
-        assert!(decode(lone.as_bytes()).unwrap_err().0.contains("store_id"));
+        let reason = decode(lone.as_bytes()).unwrap_err().0;
+        assert!(reason.contains("surrogate"), "{reason}");
         let unknown = PLACED.replace(r#""extra":{"#, r#""note":"\ud83d","extra":{"#);
         assert!(decode(unknown.as_bytes()).is_err());
         // A proper pair is fine.

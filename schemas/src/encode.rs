@@ -49,7 +49,11 @@ pub fn encode(ev: &Event<'_>, out: &mut String) {
     if let Some(v) = ev.total_cents {
         push_int_field(out, "total_cents", v);
     }
-    for (name, v) in [("lat", ev.lat), ("lon", ev.lon), ("speed_mps", ev.speed_mps)] {
+    for (name, v) in [
+        ("lat", ev.lat),
+        ("lon", ev.lon),
+        ("speed_mps", ev.speed_mps),
+    ] {
         if let Some(v) = v {
             out.push_str(",\"");
             out.push_str(name);
@@ -110,7 +114,11 @@ mod tests {
         ev.order_id = Some("o1".into());
         ev.store_id = Some("s\\1".into());
         ev.channel = Some(Channel::Online);
-        ev.items = Some(vec![Item { product_id: "p\n".into(), qty: 2, unit_price_cents: 450 }]);
+        ev.items = Some(vec![Item {
+            product_id: "p\n".into(),
+            qty: 2,
+            unit_price_cents: 450,
+        }]);
         ev.total_cents = Some(900);
         let mut out = String::new();
         encode(&ev, &mut out);

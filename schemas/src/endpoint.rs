@@ -30,7 +30,9 @@ pub enum Endpoint {
 
 /// Why an endpoint URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad endpoint `{url}`: {reason}; expected file:PATH, file:-, log:DIR, kafka://HOST:PORT/TOPIC or kinesis://STREAM")]
+#[error(
+    "bad endpoint `{url}`: {reason}; expected file:PATH, file:-, log:DIR, kafka://HOST:PORT/TOPIC or kinesis://STREAM"
+)]
 pub struct BadEndpoint {
     /// The URL as given.
     pub url: String,
@@ -42,7 +44,10 @@ impl FromStr for Endpoint {
     type Err = BadEndpoint;
 
     fn from_str(url: &str) -> Result<Self, Self::Err> {
-        let bad = |reason: &str| BadEndpoint { url: url.to_owned(), reason: reason.to_owned() };
+        let bad = |reason: &str| BadEndpoint {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
         if let Some(rest) = url.strip_prefix("kafka://") {
             let (hosts, topic) = rest.split_once('/').ok_or_else(|| bad("missing /TOPIC"))?;
             if topic.is_empty() || topic.contains('/') {
@@ -55,13 +60,18 @@ impl FromStr for Endpoint {
             }) {
                 return Err(bad("each broker must be HOST:PORT"));
             }
-            return Ok(Endpoint::Kafka { brokers, topic: topic.to_owned() });
+            return Ok(Endpoint::Kafka {
+                brokers,
+                topic: topic.to_owned(),
+            });
         }
         if let Some(stream) = url.strip_prefix("kinesis://") {
             if stream.is_empty() || stream.contains('/') {
                 return Err(bad("the stream name must be one non-empty segment"));
             }
-            return Ok(Endpoint::Kinesis { stream: stream.to_owned() });
+            return Ok(Endpoint::Kinesis {
+                stream: stream.to_owned(),
+            });
         }
         if let Some(path) = url.strip_prefix("file:") {
             let path = path.strip_prefix("//").unwrap_or(path);
@@ -88,7 +98,9 @@ impl fmt::Display for Endpoint {
             Endpoint::File(p) => write!(f, "file:{}", p.display()),
             Endpoint::Stdio => f.write_str("file:-"),
             Endpoint::Log(p) => write!(f, "log:{}", p.display()),
-            Endpoint::Kafka { brokers, topic } => write!(f, "kafka://{}/{topic}", brokers.join(",")),
+            Endpoint::Kafka { brokers, topic } => {
+                write!(f, "kafka://{}/{topic}", brokers.join(","))
+            }
             Endpoint::Kinesis { stream } => write!(f, "kinesis://{stream}"),
         }
     }
@@ -100,14 +112,25 @@ mod tests {
 
     #[test]
     fn parses_every_scheme() {
-        assert_eq!("file:a/b.jsonl".parse(), Ok(Endpoint::File("a/b.jsonl".into())));
+        assert_eq!(
+            "file:a/b.jsonl".parse(),
+            Ok(Endpoint::File("a/b.jsonl".into()))
+        );
         assert_eq!("file:-".parse(), Ok(Endpoint::Stdio));
         assert_eq!("log:/tmp/x".parse(), Ok(Endpoint::Log("/tmp/x".into())));
         assert_eq!(
             "kafka://h1:9092,h2:9093/orders".parse(),
-            Ok(Endpoint::Kafka { brokers: vec!["h1:9092".into(), "h2:9093".into()], topic: "orders".into() })
+            Ok(Endpoint::Kafka {
+                brokers: vec!["h1:9092".into(), "h2:9093".into()],
+                topic: "orders".into()
+            })
         );
-        assert_eq!("kinesis://events".parse(), Ok(Endpoint::Kinesis { stream: "events".into() }));
+        assert_eq!(
+            "kinesis://events".parse(),
+            Ok(Endpoint::Kinesis {
+                stream: "events".into()
+            })
+        );
         for url in ["file:a", "file:-", "log:/d", "kafka://h:1/t", "kinesis://s"] {
             assert_eq!(url.parse::<Endpoint>().unwrap().to_string(), url);
         }
@@ -115,7 +138,16 @@ mod tests {
 
     #[test]
     fn refuses_nonsense() {
-        for url in ["", "orders.jsonl", "file:", "log:", "kafka://h/t", "kafka://h:1", "kinesis://", "s3://b/k"] {
+        for url in [
+            "",
+            "orders.jsonl",
+            "file:",
+            "log:",
+            "kafka://h/t",
+            "kafka://h:1",
+            "kinesis://",
+            "s3://b/k",
+        ] {
             assert!(url.parse::<Endpoint>().is_err(), "{url}");
         }
     }

@@ -14,7 +14,7 @@ pub mod tables;
 pub mod time;
 
 pub use builders::{DeadLetterBuilder, Provenance, RawEventsBuilder};
-pub use decode::{decode, is_blank, Invalid};
+pub use decode::{Invalid, decode, is_blank};
 pub use encode::encode;
 pub use endpoint::{BadEndpoint, Endpoint};
 pub use event::{Channel, DeliveryType, Event, EventType, Item};

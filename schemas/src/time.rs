@@ -147,7 +147,10 @@ mod tests {
     #[test]
     fn truncates_beyond_millis() {
         assert_eq!(parse_rfc3339_millis("1970-01-01T00:00:00.2509Z"), Some(250));
-        assert_eq!(parse_rfc3339_millis("1970-01-01T00:00:00.999999999Z"), Some(999));
+        assert_eq!(
+            parse_rfc3339_millis("1970-01-01T00:00:00.999999999Z"),
+            Some(999)
+        );
         assert_eq!(parse_rfc3339_millis("1969-12-31T23:59:59.9999Z"), Some(-1));
     }
 

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::ObjectStore;
 
 /// Why a lake could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +18,9 @@ pub enum LakeError {
         reason: String,
     },
     /// A scheme this build does not support yet.
-    #[error("lake {0}: object-store lakes (s3://) arrive in a later release; use a local directory")]
+    #[error(
+        "lake {0}: object-store lakes (s3://) arrive in a later release; use a local directory"
+    )]
     Unsupported(String),
 }
 
@@ -44,21 +46,36 @@ impl Lake {
         }
         let dir = url.strip_prefix("file://").unwrap_or(url);
         if dir.is_empty() {
-            return Err(LakeError::Local { path: url.to_owned(), reason: "empty path".into() });
+            return Err(LakeError::Local {
+                path: url.to_owned(),
+                reason: "empty path".into(),
+            });
         }
-        let local = |reason: String| LakeError::Local { path: dir.to_owned(), reason };
+        let local = |reason: String| LakeError::Local {
+            path: dir.to_owned(),
+            reason,
+        };
         std::fs::create_dir_all(dir).map_err(|e| local(e.to_string()))?;
         let canonical = std::fs::canonicalize(dir).map_err(|e| local(e.to_string()))?;
         if !canonical.is_dir() {
             return Err(local("not a directory".into()));
         }
-        let store = LocalFileSystem::new_with_prefix(&canonical).map_err(|e| local(e.to_string()))?;
-        Ok(Lake { store: Arc::new(store), root: Path::default(), url: canonical.display().to_string() })
+        let store =
+            LocalFileSystem::new_with_prefix(&canonical).map_err(|e| local(e.to_string()))?;
+        Ok(Lake {
+            store: Arc::new(store),
+            root: Path::default(),
+            url: canonical.display().to_string(),
+        })
     }
 
     /// A lake over any object store under `root` (tests, and S3 later).
     pub fn from_store(store: Arc<dyn ObjectStore>, root: Path, url: &str) -> Lake {
-        Lake { store, root, url: url.to_owned() }
+        Lake {
+            store,
+            root,
+            url: url.to_owned(),
+        }
     }
 
     /// The store.
@@ -82,7 +99,12 @@ impl Lake {
     /// The lake-relative form of an object path.
     pub fn relative(&self, path: &Path) -> String {
         path.prefix_match(&self.root)
-            .map(|parts| parts.map(|p| p.as_ref().to_owned()).collect::<Vec<_>>().join("/"))
+            .map(|parts| {
+                parts
+                    .map(|p| p.as_ref().to_owned())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
             .unwrap_or_else(|| path.to_string())
     }
 }

@@ -76,7 +76,11 @@ pub struct SinkOptions {
 
 impl Default for SinkOptions {
     fn default() -> Self {
-        SinkOptions { row_group_rows: 512 * 1024, target_file_bytes: 256 << 20, zstd_level: 1 }
+        SinkOptions {
+            row_group_rows: 512 * 1024,
+            target_file_bytes: 256 << 20,
+            zstd_level: 1,
+        }
     }
 }
 
@@ -131,15 +135,27 @@ impl ParquetSink {
     }
 
     fn close_file(&mut self, file: OpenFile) -> Result<(), SinkError> {
-        let OpenFile { writer, staged, target, table, rows } = file;
-        self.rt.block_on(writer.close()).map_err(|source| SinkError::Parquet {
-            path: staged.to_string(),
-            source,
-        })?;
+        let OpenFile {
+            writer,
+            staged,
+            target,
+            table,
+            rows,
+        } = file;
+        self.rt
+            .block_on(writer.close())
+            .map_err(|source| SinkError::Parquet {
+                path: staged.to_string(),
+                source,
+            })?;
         let bytes = self
             .rt
             .block_on(self.lake.store().head(&staged))
-            .map_err(|source| SinkError::Store { op: "stat", path: staged.to_string(), source })?
+            .map_err(|source| SinkError::Store {
+                op: "stat",
+                path: staged.to_string(),
+                source,
+            })?
             .size;
         self.closed.push(StagedFile {
             table,
@@ -155,29 +171,53 @@ impl ParquetSink {
         let key = (batch.table, batch.partition.clone());
         if !self.open.contains_key(&key) {
             self.seq += 1;
-            let name = format!("part-{:06}-{}-{:04}.parquet", self.epoch, self.run_id, self.seq);
+            let name = format!(
+                "part-{:06}-{}-{:04}.parquet",
+                self.epoch, self.run_id, self.seq
+            );
             let mut dir = batch.table.dir().to_owned();
             if !batch.partition.is_empty() {
                 dir.push('/');
                 dir.push_str(&batch.partition);
             }
-            let staged = self.lake.path(&format!("_staging/{}/{dir}/{name}", self.run_id));
+            let staged = self
+                .lake
+                .path(&format!("_staging/{}/{dir}/{name}", self.run_id));
             let target = self.lake.path(&format!("{dir}/{name}"));
             let out = BufWriter::new(self.store(), staged.clone());
-            let writer = AsyncArrowWriter::try_new(out, batch.table.schema(), Some(self.props.clone()))
-                .map_err(|source| SinkError::Parquet { path: staged.to_string(), source })?;
-            self.open.insert(key.clone(), OpenFile { writer, staged, target, table: batch.table, rows: 0 });
+            let writer =
+                AsyncArrowWriter::try_new(out, batch.table.schema(), Some(self.props.clone()))
+                    .map_err(|source| SinkError::Parquet {
+                        path: staged.to_string(),
+                        source,
+                    })?;
+            self.open.insert(
+                key.clone(),
+                OpenFile {
+                    writer,
+                    staged,
+                    target,
+                    table: batch.table,
+                    rows: 0,
+                },
+            );
         }
-        let Some(file) = self.open.get_mut(&key) else { return Ok(()) };
+        let Some(file) = self.open.get_mut(&key) else {
+            return Ok(());
+        };
         let rows = batch.batch.num_rows() as u64;
         self.rt
             .block_on(file.writer.write(&batch.batch))
-            .map_err(|source| SinkError::Parquet { path: file.staged.to_string(), source })?;
+            .map_err(|source| SinkError::Parquet {
+                path: file.staged.to_string(),
+                source,
+            })?;
         file.rows += rows;
-        if file.writer.bytes_written() + file.writer.in_progress_size() >= self.opts.target_file_bytes {
-            if let Some(file) = self.open.remove(&key) {
-                self.close_file(file)?;
-            }
+        if file.writer.bytes_written() + file.writer.in_progress_size()
+            >= self.opts.target_file_bytes
+            && let Some(file) = self.open.remove(&key)
+        {
+            self.close_file(file)?;
         }
         Ok(())
     }
@@ -194,12 +234,27 @@ impl ParquetSink {
                     match self.rt.block_on(store.head(&target)) {
                         Ok(_) => {}
                         Err(object_store::Error::NotFound { .. }) => {
-                            return Err(SinkError::LostFile { staged: f.staged.clone(), target: f.target.clone() });
+                            return Err(SinkError::LostFile {
+                                staged: f.staged.clone(),
+                                target: f.target.clone(),
+                            });
                         }
-                        Err(source) => return Err(SinkError::Store { op: "stat", path: f.target.clone(), source }),
+                        Err(source) => {
+                            return Err(SinkError::Store {
+                                op: "stat",
+                                path: f.target.clone(),
+                                source,
+                            });
+                        }
                     }
                 }
-                Err(source) => return Err(SinkError::Store { op: "publish", path: f.target.clone(), source }),
+                Err(source) => {
+                    return Err(SinkError::Store {
+                        op: "publish",
+                        path: f.target.clone(),
+                        source,
+                    });
+                }
             }
         }
         Ok(())

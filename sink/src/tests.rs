@@ -1,7 +1,7 @@
 use std::fs::File;
 
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use rushhour_schemas::{decode, Provenance, RawEventsBuilder};
+use rushhour_schemas::{Provenance, RawEventsBuilder, decode};
 
 use super::*;
 
@@ -12,7 +12,15 @@ fn raw_batch(n: usize) -> TableBatch {
             r#"{{"event_id":"e{i}","event_type":"order_cancelled","event_time":"2026-11-21T12:00:00Z","order_id":"o{i}","store_id":"s"}}"#
         );
         let ev = decode(line.as_bytes()).unwrap();
-        b.append(&ev, false, Provenance { source: "file:x", position: "1", ingest_time: 0 });
+        b.append(
+            &ev,
+            false,
+            Provenance {
+                source: "file:x",
+                position: "1",
+                ingest_time: 0,
+            },
+        );
     }
     TableBatch {
         table: Table::RawEvents,
@@ -51,16 +59,25 @@ fn stage_then_publish_idempotently() {
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].rows, 5);
     // Staged only: nothing where readers look.
-    assert!(files_under(dir.path()).iter().all(|f| f.starts_with("_staging/")));
+    assert!(
+        files_under(dir.path())
+            .iter()
+            .all(|f| f.starts_with("_staging/"))
+    );
     sink.publish(&files).unwrap();
     sink.publish(&files).unwrap(); // again: a no-op
     let published = files_under(dir.path());
     assert_eq!(published.len(), 1, "{published:?}");
-    assert!(published[0].starts_with("raw/events/event_date=2026-11-21/event_hour=12/part-000001-run1-"));
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(dir.path().join(&published[0])).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
+    assert!(
+        published[0]
+            .starts_with("raw/events/event_date=2026-11-21/event_hour=12/part-000001-run1-")
+    );
+    let reader = ParquetRecordBatchReaderBuilder::try_new(
+        File::open(dir.path().join(&published[0])).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 5);
 }
@@ -69,7 +86,10 @@ fn stage_then_publish_idempotently() {
 fn small_target_size_rolls_files() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
-    let opts = SinkOptions { target_file_bytes: 1, ..SinkOptions::default() };
+    let opts = SinkOptions {
+        target_file_bytes: 1,
+        ..SinkOptions::default()
+    };
     let mut sink = ParquetSink::new(lake, "r", opts).unwrap();
     for _ in 0..3 {
         sink.write(raw_batch(2)).unwrap();
@@ -77,6 +97,15 @@ fn small_target_size_rolls_files() {
     let files = sink.prepare_commit(1).unwrap();
     assert_eq!(files.len(), 3);
     sink.publish(&files).unwrap();
-    let lost = StagedFile { staged: "_staging/x.parquet".into(), target: "raw/x.parquet".into(), ..files[0].clone() };
-    assert!(sink.publish(&[lost]).unwrap_err().to_string().contains("neither"));
+    let lost = StagedFile {
+        staged: "_staging/x.parquet".into(),
+        target: "raw/x.parquet".into(),
+        ..files[0].clone()
+    };
+    assert!(
+        sink.publish(&[lost])
+            .unwrap_err()
+            .to_string()
+            .contains("neither")
+    );
 }

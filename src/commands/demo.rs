@@ -2,11 +2,11 @@
 //! into `log:`, process into a local lake, show the summary and a few analyst queries.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use rushhour_schemas::Endpoint;
 
 use crate::cli::{DemoArgs, Format, GenerateArgs, ProcessArgs};
@@ -38,9 +38,13 @@ pub const QUERIES: [(&str, &str); 3] = [
 fn reset(path: &Path, marker: &str) -> anyhow::Result<()> {
     if path.exists() {
         if !path.join(marker).exists() {
-            bail!("{} exists and is not a demo directory (no {marker}); choose another --dir", path.display());
+            bail!(
+                "{} exists and is not a demo directory (no {marker}); choose another --dir",
+                path.display()
+            );
         }
-        std::fs::remove_dir_all(path).with_context(|| format!("cannot remove {}", path.display()))?;
+        std::fs::remove_dir_all(path)
+            .with_context(|| format!("cannot remove {}", path.display()))?;
     }
     Ok(())
 }
@@ -55,7 +59,8 @@ pub fn run(args: &DemoArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&lake_dir)?;
     std::fs::write(lake_dir.join(".rushhour-lake"), "made by rushhour demo\n")?;
 
-    let start = rushhour_schemas::time::parse_rfc3339_millis("2026-11-20T12:00:00Z").unwrap_or_default();
+    let start =
+        rushhour_schemas::time::parse_rfc3339_millis("2026-11-20T12:00:00Z").unwrap_or_default();
     let gen_args = GenerateArgs {
         to: Endpoint::Log(log_dir.clone()),
         orders: Some(args.orders),
@@ -65,7 +70,7 @@ pub fn run(args: &DemoArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         partitions: 4,
         start,
         stores: 40,
-        riders: 4000,
+        riders: 7000,
         peak_orders_per_min: 300.0,
         disorder: Duration::from_secs(3),
         late_fraction: 0.002,
@@ -73,7 +78,11 @@ pub fn run(args: &DemoArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         duplicate_fraction: 0.005,
         malformed_fraction: 0.001,
     };
-    eprintln!("1/3 generating a lunch hour of {} orders into log:{} …", args.orders, log_dir.display());
+    eprintln!(
+        "1/3 generating a lunch hour of {} orders into log:{} …",
+        args.orders,
+        log_dir.display()
+    );
     let g = generate::run_generate(&gen_args, stop, false)?;
     eprintln!(
         "    {} events in {:.2}s ({:.0} events/s)",
@@ -112,6 +121,8 @@ pub fn run(args: &DemoArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         let mut out = stdout.lock();
         query::query_to(&lake, sql, Format::Table, &mut out)?;
     }
-    println!("\nTry your own: rushhour query --lake {lake} \"SELECT * FROM store_minute LIMIT 10\"");
+    println!(
+        "\nTry your own: rushhour query --lake {lake} \"SELECT * FROM store_minute LIMIT 10\""
+    );
     Ok(())
 }

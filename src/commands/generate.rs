@@ -1,10 +1,10 @@
 //! `rushhour generate`: the simulation into a stream.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
-use rushhour_producer::{generate, open_sink, Knobs, Report, RunLimits, SimConfig};
+use rushhour_producer::{Knobs, Report, RunLimits, SimConfig, generate, open_sink};
 
 use crate::cli::GenerateArgs;
 use crate::progress::{human, spinner};
@@ -32,20 +32,35 @@ pub fn sim_config(args: &GenerateArgs) -> SimConfig {
 }
 
 /// Runs the generator with a progress display; returns its report.
-pub fn run_generate(args: &GenerateArgs, stop: &Arc<AtomicBool>, quiet: bool) -> anyhow::Result<Report> {
+pub fn run_generate(
+    args: &GenerateArgs,
+    stop: &Arc<AtomicBool>,
+    quiet: bool,
+) -> anyhow::Result<Report> {
     let config = sim_config(args);
-    let limits = RunLimits { orders: args.orders, rate: args.rate, duration: args.duration };
-    let mut sink = open_sink(&args.to, args.partitions).with_context(|| format!("cannot open {}", args.to))?;
+    let limits = RunLimits {
+        orders: args.orders,
+        rate: args.rate,
+        duration: args.duration,
+    };
+    let mut sink =
+        open_sink(&args.to, args.partitions).with_context(|| format!("cannot open {}", args.to))?;
     let bar = spinner(quiet);
-    let report = generate(&config, &limits, sink.as_mut(), &mut |r: &Report| {
-        bar.set_message(format!(
-            "{} events · {} orders · {}/s · event time {}",
-            human(r.events as f64),
-            human(r.orders as f64),
-            human(r.rate()),
-            rushhour_schemas::time::format_millis(r.sim_time_ms)
-        ));
-    }, stop);
+    let report = generate(
+        &config,
+        &limits,
+        sink.as_mut(),
+        &mut |r: &Report| {
+            bar.set_message(format!(
+                "{} events · {} orders · {}/s · event time {}",
+                human(r.events as f64),
+                human(r.orders as f64),
+                human(r.rate()),
+                rushhour_schemas::time::format_millis(r.sim_time_ms)
+            ));
+        },
+        stop,
+    );
     bar.finish_and_clear();
     match report {
         Ok(r) => Ok(r),

@@ -1,11 +1,11 @@
 //! `rushhour process`: a source through the pipeline into the lake.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use anyhow::{bail, Context};
-use rushhour_processor::source::{open_source, SourceOptions};
-use rushhour_processor::{run as run_pipeline, Pipeline, PipelineConfig, RunOptions, RunReport};
+use anyhow::{Context, bail};
+use rushhour_processor::source::{SourceOptions, open_source};
+use rushhour_processor::{Pipeline, PipelineConfig, RunOptions, RunReport, run as run_pipeline};
 use rushhour_sink::{Lake, ParquetSink, SinkOptions};
 
 use crate::cli::ProcessArgs;
@@ -20,22 +20,47 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
     if args.commit_interval.is_zero() {
         bail!("--commit-interval must be more than zero");
     }
-    let source_opts = SourceOptions { until_end: args.until_end, idle_timeout: args.idle_timeout, ..Default::default() };
-    let mut source = open_source(&args.from, &source_opts, None).with_context(|| format!("cannot open {}", args.from))?;
+    let source_opts = SourceOptions {
+        until_end: args.until_end,
+        idle_timeout: args.idle_timeout,
+        ..Default::default()
+    };
+    let mut source = open_source(&args.from, &source_opts, None)
+        .with_context(|| format!("cannot open {}", args.from))?;
     let lake = Lake::open(&args.lake)?;
-    let run_id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
+    let run_id = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
     let sink = ParquetSink::new(lake, &run_id, SinkOptions::default())?;
     let cfg = PipelineConfig {
         lateness_ms: ms(args.lateness)?,
         order_ttl_ms: ms(args.order_ttl)?,
         ..PipelineConfig::default()
     };
-    let mut pipeline = Pipeline::new(cfg, source.name(), source.partitions(), source.position_style());
-    let opts = RunOptions { commit_interval: args.commit_interval, stop: stop.clone(), ..RunOptions::default() };
+    let mut pipeline = Pipeline::new(
+        cfg,
+        source.name(),
+        source.partitions(),
+        source.position_style(),
+    );
+    let opts = RunOptions {
+        commit_interval: args.commit_interval,
+        stop: stop.clone(),
+        ..RunOptions::default()
+    };
     let bar = spinner(args.quiet);
-    let report = run_pipeline(source.as_mut(), &mut pipeline, Box::new(sink), &opts, &mut |p| {
-        bar.set_message(process_line(p));
-    });
+    let report = run_pipeline(
+        source.as_mut(),
+        &mut pipeline,
+        Box::new(sink),
+        &opts,
+        &mut |p| {
+            bar.set_message(process_line(p));
+        },
+    );
     bar.finish_and_clear();
     Ok(report?)
 }
@@ -54,12 +79,20 @@ pub fn run(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     let report = process(args, stop)?;
     let c = report.counters;
     let secs = report.elapsed.as_secs_f64().max(1e-9);
-    tracing::info!(events_per_s = c.read as f64 / secs, files = report.files, "processed");
+    tracing::info!(
+        events_per_s = c.read as f64 / secs,
+        files = report.files,
+        "processed"
+    );
     #[allow(clippy::print_stderr, clippy::print_stdout)]
     {
         eprintln!(
             "processed {} records in {:.2}s ({:.0} records/s), published {} files in {} epochs",
-            c.read, secs, c.read as f64 / secs, report.files, report.epochs
+            c.read,
+            secs,
+            c.read as f64 / secs,
+            report.files,
+            report.epochs
         );
         if args.until_end || report.ended {
             println!("{}", summary(&report));

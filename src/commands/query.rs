@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use rushhour_query::{run_query, OutputFormat};
+use rushhour_query::{OutputFormat, run_query};
 
 use crate::cli::{Format, QueryArgs};
 

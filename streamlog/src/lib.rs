@@ -122,10 +122,15 @@ pub fn partitions(dir: &Path) -> Result<u32> {
         if e.kind() == std::io::ErrorKind::NotFound {
             LogError::NotALog {
                 path: dir.to_owned(),
-                reason: format!("no {META_FILE} (create the log with `rushhour generate --to log:DIR`)"),
+                reason: format!(
+                    "no {META_FILE} (create the log with `rushhour generate --to log:DIR`)"
+                ),
             }
         } else {
-            LogError::Io { path: path.clone(), source: e }
+            LogError::Io {
+                path: path.clone(),
+                source: e,
+            }
         }
     })?;
     let meta: Meta = serde_json::from_str(&text).map_err(|e| LogError::NotALog {
@@ -142,7 +147,10 @@ pub fn partitions(dir: &Path) -> Result<u32> {
         });
     }
     if meta.partitions == 0 {
-        return Err(LogError::NotALog { path: dir.to_owned(), reason: "zero partitions".into() });
+        return Err(LogError::NotALog {
+            path: dir.to_owned(),
+            reason: "zero partitions".into(),
+        });
     }
     Ok(meta.partitions)
 }
@@ -161,14 +169,22 @@ fn segments(dir: &Path, partition: u32) -> Result<Vec<u64>> {
     let entries = match std::fs::read_dir(&pdir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(LogError::Io { path: pdir, source: e }),
+        Err(e) => {
+            return Err(LogError::Io {
+                path: pdir,
+                source: e,
+            });
+        }
     };
     let mut bases = Vec::new();
     for entry in entries {
         let entry = entry.map_err(LogError::io(&pdir))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(base) = name.strip_suffix(".seg").and_then(|b| b.parse::<u64>().ok()) {
+        if let Some(base) = name
+            .strip_suffix(".seg")
+            .and_then(|b| b.parse::<u64>().ok())
+        {
             bases.push(base);
         }
     }
@@ -180,7 +196,10 @@ fn segments(dir: &Path, partition: u32) -> Result<Vec<u64>> {
 #[derive(Debug, PartialEq, Eq)]
 enum Frame {
     /// A whole, checked record: its payload range within `buf` and the frame's length.
-    Record { payload: std::ops::Range<usize>, len: usize },
+    Record {
+        payload: std::ops::Range<usize>,
+        len: usize,
+    },
     /// Not enough bytes for the whole frame (yet).
     Incomplete,
     /// The header or checksum is wrong.
@@ -207,7 +226,10 @@ fn parse_frame(buf: &[u8]) -> Frame {
     if crc32fast::hash(&buf[payload.clone()]) != crc {
         return Frame::Bad("checksum mismatch".into());
     }
-    Frame::Record { payload, len: FRAME_HEADER + len }
+    Frame::Record {
+        payload,
+        len: FRAME_HEADER + len,
+    }
 }
 
 #[cfg(test)]

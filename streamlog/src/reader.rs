@@ -6,8 +6,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::{
-    parse_frame, partitions, segment_path, segments, Frame, LogError, LogPosition, Result,
-    FRAME_HEADER, MAX_RECORD_BYTES,
+    FRAME_HEADER, Frame, LogError, LogPosition, MAX_RECORD_BYTES, Result, parse_frame, partitions,
+    segment_path, segments,
 };
 
 /// Records read from one partition: payloads are ranges of `data`.
@@ -55,16 +55,28 @@ impl PartitionReader {
     pub fn open(dir: &Path, partition: u32, from: Option<LogPosition>) -> Result<PartitionReader> {
         let n = partitions(dir)?;
         if partition >= n {
-            return Err(LogError::NoSuchPartition { partition, partitions: n });
+            return Err(LogError::NoSuchPartition {
+                partition,
+                partitions: n,
+            });
         }
         let pos = match from {
             Some(pos) => pos,
             None => {
                 let first = segments(dir, partition)?.first().copied().unwrap_or(0);
-                LogPosition { offset: first, segment: first, byte: 0 }
+                LogPosition {
+                    offset: first,
+                    segment: first,
+                    byte: 0,
+                }
             }
         };
-        Ok(PartitionReader { dir: dir.to_owned(), partition, pos, file: None })
+        Ok(PartitionReader {
+            dir: dir.to_owned(),
+            partition,
+            pos,
+            file: None,
+        })
     }
 
     /// The partition read.
@@ -85,11 +97,15 @@ impl PartitionReader {
                 let path = segment_path(&self.dir, self.partition, self.pos.segment);
                 match File::open(&path) {
                     Ok(f) => self.file = Some((f, path)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ReadStatus::AtEnd),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Ok(ReadStatus::AtEnd);
+                    }
                     Err(e) => return Err(LogError::Io { path, source: e }),
                 }
             }
-            let Some((file, path)) = &self.file else { return Ok(ReadStatus::AtEnd) };
+            let Some((file, path)) = &self.file else {
+                return Ok(ReadStatus::AtEnd);
+            };
             let start = batch.data.len();
             batch.data.resize(start + chunk, 0);
             let got = read_full_at(file, &mut batch.data[start..], self.pos.byte)
@@ -102,7 +118,9 @@ impl PartitionReader {
             while at < batch.data.len() {
                 match parse_frame(&batch.data[at..]) {
                     Frame::Record { payload, len } => {
-                        batch.records.push((at + payload.start..at + payload.end, self.pos.offset));
+                        batch
+                            .records
+                            .push((at + payload.start..at + payload.end, self.pos.offset));
                         at += len;
                         self.pos.offset += 1;
                         self.pos.byte += len as u64;
@@ -121,11 +139,16 @@ impl PartitionReader {
             let file_len = file.metadata().map_err(LogError::io(path.clone()))?.len();
             match stop {
                 Some(Frame::Bad(reason)) => {
-                    let declared = declared_len(file, self.pos.byte).unwrap_or(MAX_RECORD_BYTES as u64);
+                    let declared =
+                        declared_len(file, self.pos.byte).unwrap_or(MAX_RECORD_BYTES as u64);
                     if declared > MAX_RECORD_BYTES as u64
                         || file_len > self.pos.byte + FRAME_HEADER as u64 + declared
                     {
-                        return Err(LogError::Corrupt { path: path.clone(), byte: self.pos.byte, reason });
+                        return Err(LogError::Corrupt {
+                            path: path.clone(),
+                            byte: self.pos.byte,
+                            reason,
+                        });
                     }
                     // A torn or in-progress append at the tail: not data (yet).
                     return Ok(ReadStatus::AtEnd);

@@ -15,7 +15,10 @@ fn read_all(r: &mut PartitionReader) -> Vec<(Vec<u8>, u64)> {
 }
 
 fn small() -> WriterOptions {
-    WriterOptions { partitions: 2, segment_bytes: 64 }
+    WriterOptions {
+        partitions: 2,
+        segment_bytes: 64,
+    }
 }
 
 #[test]
@@ -23,7 +26,10 @@ fn round_trip_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = LogWriter::open(dir.path(), small()).unwrap();
     for i in 0..50u32 {
-        assert_eq!(w.append(i % 2, format!("record-{i}").as_bytes()).unwrap(), u64::from(i / 2));
+        assert_eq!(
+            w.append(i % 2, format!("record-{i}").as_bytes()).unwrap(),
+            u64::from(i / 2)
+        );
     }
     w.flush().unwrap();
     assert!(segments(dir.path(), 0).unwrap().len() > 3);
@@ -86,7 +92,10 @@ fn torn_tail_is_not_data_and_is_truncated_by_the_next_writer() {
     }
     let mut r = PartitionReader::open(dir.path(), 0, None).unwrap();
     let got: Vec<_> = read_all(&mut r).into_iter().map(|(p, _)| p).collect();
-    assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+    assert_eq!(
+        got,
+        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
 }
 
 #[test]
@@ -105,20 +114,33 @@ fn bad_checksum_with_data_after_is_corruption() {
     let mut r = PartitionReader::open(dir.path(), 0, None).unwrap();
     let mut b = ReadBatch::default();
     assert_eq!(r.read(&mut b, 1 << 20).unwrap(), ReadStatus::Records(1));
-    assert!(matches!(r.read(&mut b, 1 << 20), Err(LogError::Corrupt { .. })));
+    assert!(matches!(
+        r.read(&mut b, 1 << 20),
+        Err(LogError::Corrupt { .. })
+    ));
 }
 
 #[test]
 fn one_writer_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let _w = LogWriter::open(dir.path(), WriterOptions::default()).unwrap();
-    assert!(matches!(LogWriter::open(dir.path(), WriterOptions::default()), Err(LogError::Locked(_))));
+    assert!(matches!(
+        LogWriter::open(dir.path(), WriterOptions::default()),
+        Err(LogError::Locked(_))
+    ));
 }
 
 #[test]
 fn keyed_appends_follow_the_partitioner() {
     let dir = tempfile::tempdir().unwrap();
-    let mut w = LogWriter::open(dir.path(), WriterOptions { partitions: 3, ..Default::default() }).unwrap();
+    let mut w = LogWriter::open(
+        dir.path(),
+        WriterOptions {
+            partitions: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let (p, _) = w.append_keyed(b"store-7", b"x").unwrap();
     assert_eq!(p, partition_for_key(b"store-7", 3));
     assert_eq!(partitions(dir.path()).unwrap(), 3);

@@ -5,8 +5,8 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::{
-    parse_frame, partition_dir, partition_for_key, partitions, segment_path, segments, Frame,
-    LogError, Meta, Result, FORMAT, FRAME_HEADER, MAX_RECORD_BYTES, META_FILE, VERSION,
+    FORMAT, FRAME_HEADER, Frame, LogError, MAX_RECORD_BYTES, META_FILE, Meta, Result, VERSION,
+    parse_frame, partition_dir, partition_for_key, partitions, segment_path, segments,
 };
 
 /// How a writer lays out its segments.
@@ -20,7 +20,10 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { partitions: 4, segment_bytes: 128 << 20 }
+        WriterOptions {
+            partitions: 4,
+            segment_bytes: 128 << 20,
+        }
     }
 }
 
@@ -59,7 +62,12 @@ impl LogWriter {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(LogError::Locked(dir.to_owned())),
-            Err(std::fs::TryLockError::Error(e)) => return Err(LogError::Io { path: lock_path, source: e }),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(LogError::Io {
+                    path: lock_path,
+                    source: e,
+                });
+            }
         }
         if !dir.join(META_FILE).exists() {
             create_meta(dir, opts.partitions)?;
@@ -69,7 +77,12 @@ impl LogWriter {
         for p in 0..n {
             parts.push(PartitionWriter::open(dir, p)?);
         }
-        Ok(LogWriter { dir: dir.to_owned(), opts, parts, _lock: lock })
+        Ok(LogWriter {
+            dir: dir.to_owned(),
+            opts,
+            parts,
+            _lock: lock,
+        })
     }
 
     /// The log's number of partitions.
@@ -99,15 +112,22 @@ impl LogWriter {
         let part = self
             .parts
             .get_mut(partition as usize)
-            .ok_or(LogError::NoSuchPartition { partition, partitions: n })?;
+            .ok_or(LogError::NoSuchPartition {
+                partition,
+                partitions: n,
+            })?;
         if part.segment_len >= segment_bytes {
             part.roll(&dir)?;
         }
         let mut header = [0u8; FRAME_HEADER];
         header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
         header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        part.out.write_all(&header).map_err(LogError::io(&part.path))?;
-        part.out.write_all(payload).map_err(LogError::io(&part.path))?;
+        part.out
+            .write_all(&header)
+            .map_err(LogError::io(&part.path))?;
+        part.out
+            .write_all(payload)
+            .map_err(LogError::io(&part.path))?;
         part.segment_len += (FRAME_HEADER + payload.len()) as u64;
         let offset = part.next_offset;
         part.next_offset += 1;
@@ -126,7 +146,10 @@ impl LogWriter {
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
         for part in &mut self.parts {
-            part.out.get_ref().sync_data().map_err(LogError::io(&part.path))?;
+            part.out
+                .get_ref()
+                .sync_data()
+                .map_err(LogError::io(&part.path))?;
         }
         Ok(())
     }
@@ -141,9 +164,16 @@ impl Drop for LogWriter {
 
 fn create_meta(dir: &Path, partitions: u32) -> Result<()> {
     if partitions == 0 {
-        return Err(LogError::NotALog { path: dir.to_owned(), reason: "zero partitions".into() });
+        return Err(LogError::NotALog {
+            path: dir.to_owned(),
+            reason: "zero partitions".into(),
+        });
     }
-    let meta = Meta { format: FORMAT.into(), version: VERSION, partitions };
+    let meta = Meta {
+        format: FORMAT.into(),
+        version: VERSION,
+        partitions,
+    };
     let text = serde_json::to_string(&meta).map_err(|e| LogError::NotALog {
         path: dir.to_owned(),
         reason: e.to_string(),
@@ -193,7 +223,8 @@ impl PartitionWriter {
             file.set_len(pos as u64).map_err(LogError::io(&path))?;
         }
         use std::io::Seek;
-        file.seek(std::io::SeekFrom::Start(pos as u64)).map_err(LogError::io(&path))?;
+        file.seek(std::io::SeekFrom::Start(pos as u64))
+            .map_err(LogError::io(&path))?;
         Ok(PartitionWriter {
             partition,
             next_offset: base + records,
@@ -205,7 +236,10 @@ impl PartitionWriter {
 
     fn roll(&mut self, dir: &Path) -> Result<()> {
         self.out.flush().map_err(LogError::io(&self.path))?;
-        self.out.get_ref().sync_data().map_err(LogError::io(&self.path))?;
+        self.out
+            .get_ref()
+            .sync_data()
+            .map_err(LogError::io(&self.path))?;
         let path = segment_path(dir, self.partition, self.next_offset);
         let file = OpenOptions::new()
             .create(true)

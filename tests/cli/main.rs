@@ -1,5 +1,12 @@
 //! End-to-end tests of the `rushhour` binary: every subcommand, good and bad input.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::type_complexity,
+    clippy::panic,
+    missing_docs
+)]
+
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,14 +32,23 @@ fn stderr(o: &Output) -> String {
 
 fn ok(args: &[&str]) -> Output {
     let o = run(args);
-    assert!(o.status.success(), "{args:?} failed: {}\n{}", stderr(&o), stdout(&o));
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}\n{}",
+        stderr(&o),
+        stdout(&o)
+    );
     o
 }
 
 fn fails(args: &[&str], code: i32, needle: &str) {
     let o = run(args);
     assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
-    assert!(stderr(&o).contains(needle), "{args:?}: stderr lacks {needle:?}:\n{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(needle),
+        "{args:?}: stderr lacks {needle:?}:\n{}",
+        stderr(&o)
+    );
 }
 
 fn fixture() -> PathBuf {
@@ -63,7 +79,14 @@ fn summary(o: &Output) -> serde_json::Value {
 }
 
 fn query_json(lake: &Path, sql: &str) -> Vec<serde_json::Value> {
-    let o = ok(&["query", "--lake", lake.to_str().unwrap(), "--format", "json", sql]);
+    let o = ok(&[
+        "query",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--format",
+        "json",
+        sql,
+    ]);
     serde_json::from_str::<Vec<serde_json::Value>>(&stdout(&o)).unwrap()
 }
 
@@ -80,12 +103,44 @@ fn help_teaches_every_subcommand() {
 
 #[test]
 fn bad_arguments_are_usage_errors() {
-    fails(&["generate", "--to", "nowhere", "--orders", "1"], 2, "unknown scheme");
+    fails(
+        &["generate", "--to", "nowhere", "--orders", "1"],
+        2,
+        "unknown scheme",
+    );
     fails(&["generate", "--to", "file:x"], 2, "--orders");
-    fails(&["generate", "--to", "file:x", "--orders", "1", "--late-fraction", "2"], 2, "fraction");
-    fails(&["process", "--from", "file:x", "--lake", "l", "--lateness", "10 parsecs"], 2, "duration");
+    fails(
+        &[
+            "generate",
+            "--to",
+            "file:x",
+            "--orders",
+            "1",
+            "--late-fraction",
+            "2",
+        ],
+        2,
+        "fraction",
+    );
+    fails(
+        &[
+            "process",
+            "--from",
+            "file:x",
+            "--lake",
+            "l",
+            "--lateness",
+            "10 parsecs",
+        ],
+        2,
+        "duration",
+    );
     fails(&["process", "--lake", "l"], 2, "--from");
-    fails(&["query", "--lake", "l", "--format", "xml", "SELECT 1"], 2, "xml");
+    fails(
+        &["query", "--lake", "l", "--format", "xml", "SELECT 1"],
+        2,
+        "xml",
+    );
     fails(&["frobnicate"], 2, "unrecognized subcommand");
 }
 
@@ -94,12 +149,25 @@ fn process_golden_fixture_into_a_lake() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let from = format!("file:{}", fixture().display());
-    let o = ok(&["process", "--from", &from, "--lake", lake.to_str().unwrap(), "--until-end"]);
+    let o = ok(&[
+        "process",
+        "--from",
+        &from,
+        "--lake",
+        lake.to_str().unwrap(),
+        "--until-end",
+    ]);
     let s = summary(&o);
-    assert_eq!(s, serde_json::json!({"read": 26, "accepted": 14, "late": 1, "duplicates": 2, "invalid": 9}));
+    assert_eq!(
+        s,
+        serde_json::json!({"read": 26, "accepted": 14, "late": 1, "duplicates": 2, "invalid": 9})
+    );
 
     let files = files_under(&lake);
-    let rel: Vec<String> = files.iter().map(|p| p.strip_prefix(&lake).unwrap().display().to_string()).collect();
+    let rel: Vec<String> = files
+        .iter()
+        .map(|p| p.strip_prefix(&lake).unwrap().display().to_string())
+        .collect();
     assert!(rel.iter().all(|f| !f.starts_with("_staging")), "{rel:?}");
     for dir in [
         "raw/events/event_date=2026-11-21/event_hour=12/",
@@ -110,10 +178,17 @@ fn process_golden_fixture_into_a_lake() {
         "curated/rider_minute/",
         "curated/late_events/",
     ] {
-        assert!(rel.iter().any(|f| f.starts_with(dir) && f.ends_with(".parquet")), "no file under {dir}: {rel:?}");
+        assert!(
+            rel.iter()
+                .any(|f| f.starts_with(dir) && f.ends_with(".parquet")),
+            "no file under {dir}: {rel:?}"
+        );
     }
     // Physical types: TIMESTAMP(MILLIS, UTC), INT64, DOUBLE, STRING.
-    let sm = files.iter().find(|p| p.to_string_lossy().contains("store_minute")).unwrap();
+    let sm = files
+        .iter()
+        .find(|p| p.to_string_lossy().contains("store_minute"))
+        .unwrap();
     let reader = SerializedFileReader::new(File::open(sm).unwrap()).unwrap();
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     let col = |name: &str| {
@@ -123,31 +198,71 @@ fn process_golden_fixture_into_a_lake() {
             .unwrap()
     };
     let ts = format!("{:?}", col("window_start").logical_type_ref());
-    assert!(ts.contains("is_adjusted_to_u_t_c: true") && ts.contains("MILLIS"), "{ts}");
-    assert_eq!(col("window_start").physical_type(), parquet::basic::Type::INT64);
-    assert_eq!(col("orders_placed").physical_type(), parquet::basic::Type::INT64);
-    assert_eq!(col("delivery_s_sum").physical_type(), parquet::basic::Type::DOUBLE);
+    assert!(
+        ts.contains("is_adjusted_to_u_t_c: true") && ts.contains("MILLIS"),
+        "{ts}"
+    );
+    assert_eq!(
+        col("window_start").physical_type(),
+        parquet::basic::Type::INT64
+    );
+    assert_eq!(
+        col("orders_placed").physical_type(),
+        parquet::basic::Type::INT64
+    );
+    assert_eq!(
+        col("delivery_s_sum").physical_type(),
+        parquet::basic::Type::DOUBLE
+    );
     assert!(format!("{:?}", col("store_id").logical_type_ref()).contains("String"));
 
     // Query it back.
-    let rows = query_json(&lake, "SELECT count(*) AS n, sum(CASE WHEN is_late THEN 1 ELSE 0 END) AS late FROM raw_events");
+    let rows = query_json(
+        &lake,
+        "SELECT count(*) AS n, sum(CASE WHEN is_late THEN 1 ELSE 0 END) AS late FROM raw_events",
+    );
     assert_eq!(rows[0]["n"], 15);
     assert_eq!(rows[0]["late"], 1);
-    let rows = query_json(&lake, "SELECT position, error FROM dead_letter ORDER BY CAST(position AS INT)");
+    let rows = query_json(
+        &lake,
+        "SELECT position, error FROM dead_letter ORDER BY CAST(position AS INT)",
+    );
     assert_eq!(rows.len(), 9);
     assert_eq!(rows[0]["position"], "13");
-    let rows = query_json(&lake, "SELECT order_id, total_s FROM deliveries ORDER BY order_id");
+    let rows = query_json(
+        &lake,
+        "SELECT order_id, total_s FROM deliveries ORDER BY order_id",
+    );
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0]["total_s"], 120.0);
-    let rows = query_json(&lake, "SELECT * FROM store_minute WHERE store_id = 's1' ORDER BY window_start");
+    let rows = query_json(
+        &lake,
+        "SELECT * FROM store_minute WHERE store_id = 's1' ORDER BY window_start",
+    );
     assert_eq!(rows.len(), 4);
     assert_eq!(rows[0]["revenue_cents"], 1650);
 
     // csv and table formats.
-    let o = ok(&["query", "--lake", lake.to_str().unwrap(), "--format", "csv", "SELECT store_id, count(*) AS n FROM store_minute GROUP BY store_id ORDER BY store_id"]);
+    let o = ok(&[
+        "query",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT store_id, count(*) AS n FROM store_minute GROUP BY store_id ORDER BY store_id",
+    ]);
     assert_eq!(stdout(&o).trim(), "store_id,n\ns1,4\ns2,2");
-    let o = ok(&["query", "--lake", lake.to_str().unwrap(), "SELECT count(*) AS n FROM late_events"]);
-    assert!(stdout(&o).contains("| n |") || stdout(&o).contains("| n"), "{}", stdout(&o));
+    let o = ok(&[
+        "query",
+        "--lake",
+        lake.to_str().unwrap(),
+        "SELECT count(*) AS n FROM late_events",
+    ]);
+    assert!(
+        stdout(&o).contains("| n |") || stdout(&o).contains("| n"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -155,26 +270,103 @@ fn stdin_source_and_unreadable_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let mut child = bin()
-        .args(["process", "--from", "file:-", "--lake", lake.to_str().unwrap(), "--quiet"])
+        .args([
+            "process",
+            "--from",
+            "file:-",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--quiet",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(&std::fs::read(fixture()).unwrap()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(fixture()).unwrap())
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(summary(&o)["accepted"], 14);
 
-    fails(&["process", "--from", "file:/no/such/input.jsonl", "--lake", lake.to_str().unwrap(), "--until-end"], 1, "/no/such/input.jsonl");
-    fails(&["process", "--from", &format!("log:{}", dir.path().join("nolog").display()), "--lake", lake.to_str().unwrap(), "--until-end"], 1, "not a usable stream log");
-    fails(&["process", "--from", "kafka://127.0.0.1:9/t", "--lake", lake.to_str().unwrap()], 1, "later release");
+    fails(
+        &[
+            "process",
+            "--from",
+            "file:/no/such/input.jsonl",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--until-end",
+        ],
+        1,
+        "/no/such/input.jsonl",
+    );
+    fails(
+        &[
+            "process",
+            "--from",
+            &format!("log:{}", dir.path().join("nolog").display()),
+            "--lake",
+            lake.to_str().unwrap(),
+            "--until-end",
+        ],
+        1,
+        "not a usable stream log",
+    );
+    fails(
+        &[
+            "process",
+            "--from",
+            "kafka://127.0.0.1:9/t",
+            "--lake",
+            lake.to_str().unwrap(),
+        ],
+        1,
+        "later release",
+    );
     let file = dir.path().join("plain-file");
     std::fs::write(&file, "x").unwrap();
-    fails(&["process", "--from", &format!("file:{}", fixture().display()), "--lake", file.to_str().unwrap(), "--until-end"], 1, "lake");
-    fails(&["query", "--lake", dir.path().join("missing").to_str().unwrap(), "SELECT 1"], 1, "no lake");
-    fails(&["query", "--lake", lake.to_str().unwrap(), "SELEC nonsense"], 1, "SQL");
-    fails(&["query", "--lake", lake.to_str().unwrap(), "SELECT * FROM no_such_table"], 1, "no_such_table");
+    fails(
+        &[
+            "process",
+            "--from",
+            &format!("file:{}", fixture().display()),
+            "--lake",
+            file.to_str().unwrap(),
+            "--until-end",
+        ],
+        1,
+        "lake",
+    );
+    fails(
+        &[
+            "query",
+            "--lake",
+            dir.path().join("missing").to_str().unwrap(),
+            "SELECT 1",
+        ],
+        1,
+        "no lake",
+    );
+    fails(
+        &["query", "--lake", lake.to_str().unwrap(), "SELEC nonsense"],
+        1,
+        "SQL",
+    );
+    fails(
+        &[
+            "query",
+            "--lake",
+            lake.to_str().unwrap(),
+            "SELECT * FROM no_such_table",
+        ],
+        1,
+        "no_such_table",
+    );
 }
 
 #[test]
@@ -183,23 +375,55 @@ fn generate_is_deterministic_and_feeds_process_through_the_log() {
     let a = dir.path().join("a.jsonl");
     let b = dir.path().join("b.jsonl");
     for p in [&a, &b] {
-        ok(&["generate", "--to", &format!("file:{}", p.display()), "--orders", "200", "--seed", "9"]);
+        ok(&[
+            "generate",
+            "--to",
+            &format!("file:{}", p.display()),
+            "--orders",
+            "200",
+            "--seed",
+            "9",
+        ]);
     }
     let bytes = std::fs::read(&a).unwrap();
     assert_eq!(bytes, std::fs::read(&b).unwrap());
-    let lines = bytes.split(|&c| c == b'\n').filter(|l| !l.is_empty()).count() as u64;
+    let lines = bytes
+        .split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as u64;
     assert!(lines > 1000, "{lines}");
 
     let log = dir.path().join("log");
     ok(&[
-        "generate", "--to", &format!("log:{}", log.display()), "--orders", "200", "--seed", "9",
-        "--duplicate-fraction", "0.01", "--malformed-fraction", "0.01", "--disorder", "2s",
+        "generate",
+        "--to",
+        &format!("log:{}", log.display()),
+        "--orders",
+        "200",
+        "--seed",
+        "9",
+        "--duplicate-fraction",
+        "0.01",
+        "--malformed-fraction",
+        "0.01",
+        "--disorder",
+        "2s",
     ]);
     let lake = dir.path().join("lake");
-    let o = ok(&["process", "--from", &format!("log:{}", log.display()), "--lake", lake.to_str().unwrap(), "--until-end"]);
+    let o = ok(&[
+        "process",
+        "--from",
+        &format!("log:{}", log.display()),
+        "--lake",
+        lake.to_str().unwrap(),
+        "--until-end",
+    ]);
     let s = summary(&o);
     let n = |k: &str| s[k].as_u64().unwrap();
-    assert_eq!(n("read"), n("accepted") + n("late") + n("duplicates") + n("invalid"));
+    assert_eq!(
+        n("read"),
+        n("accepted") + n("late") + n("duplicates") + n("invalid")
+    );
     assert!(n("duplicates") > 0 && n("invalid") > 0, "{s}");
     let rows = query_json(&lake, "SELECT count(*) AS n FROM raw_events");
     assert_eq!(rows[0]["n"].as_u64().unwrap(), n("accepted") + n("late"));
@@ -209,7 +433,17 @@ fn generate_is_deterministic_and_feeds_process_through_the_log() {
     assert!(rows[0]["n"].as_u64().unwrap() >= 190);
 
     // stdout sink, rate mode.
-    let o = ok(&["generate", "--to", "file:-", "--rate", "2000", "--duration", "300ms", "--seed", "3"]);
+    let o = ok(&[
+        "generate",
+        "--to",
+        "file:-",
+        "--rate",
+        "2000",
+        "--duration",
+        "300ms",
+        "--seed",
+        "3",
+    ]);
     assert!(stdout(&o).lines().count() > 100);
     assert!(stderr(&o).contains("events/s"));
 }
@@ -227,5 +461,9 @@ fn demo_runs_end_to_end() {
     // It refuses to delete what it did not make.
     let other = dir.path().join("other");
     std::fs::create_dir_all(other.join("lake")).unwrap();
-    fails(&["demo", "--dir", other.to_str().unwrap(), "--orders", "5"], 1, "not a demo directory");
+    fails(
+        &["demo", "--dir", other.to_str().unwrap(), "--orders", "5"],
+        1,
+        "not a demo directory",
+    );
 }

@@ -9,9 +9,11 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rushhour_schemas::{is_blank, Endpoint};
+use rushhour_schemas::{Endpoint, is_blank};
 
-use super::{PartitionStatus, Poll, PositionStyle, Source, SourceBatch, SourceError, SourceOptions};
+use super::{
+    PartitionStatus, Poll, PositionStyle, Source, SourceBatch, SourceError, SourceOptions,
+};
 
 enum Input {
     File(File),
@@ -56,7 +58,10 @@ impl FileSource {
         let (path, mut input) = match endpoint {
             Endpoint::Stdio => (PathBuf::from("-"), Input::Stdin(std::io::stdin())),
             Endpoint::File(path) => {
-                let file = File::open(path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
+                let file = File::open(path).map_err(|source| SourceError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
                 if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
                     return Err(SourceError::Io {
                         path: path.clone(),
@@ -65,21 +70,42 @@ impl FileSource {
                 }
                 (path.clone(), Input::File(file))
             }
-            other => return Err(SourceError::Unsupported(format!("{other} is not a file source"))),
+            other => {
+                return Err(SourceError::Unsupported(format!(
+                    "{other} is not a file source"
+                )));
+            }
         };
         let (mut next_line, mut next_byte) = (1, 0);
         if let Some(pos) = positions.and_then(|p| p.first()) {
-            let bad = |reason: &str| SourceError::BadPosition { source_url: name.clone(), reason: reason.into() };
-            let (line, byte) = pos.split_once('@').ok_or_else(|| bad("malformed position"))?;
+            let bad = |reason: &str| SourceError::BadPosition {
+                source_url: name.clone(),
+                reason: reason.into(),
+            };
+            let (line, byte) = pos
+                .split_once('@')
+                .ok_or_else(|| bad("malformed position"))?;
             next_line = line.parse().map_err(|_| bad("malformed line number"))?;
             next_byte = byte.parse().map_err(|_| bad("malformed byte offset"))?;
             match &mut input {
                 Input::File(f) => {
-                    let len = f.metadata().map_err(|source| SourceError::Io { path: path.clone(), source })?.len();
+                    let len = f
+                        .metadata()
+                        .map_err(|source| SourceError::Io {
+                            path: path.clone(),
+                            source,
+                        })?
+                        .len();
                     if next_byte > len {
-                        return Err(bad("the file is shorter than the saved position (was it replaced?)"));
+                        return Err(bad(
+                            "the file is shorter than the saved position (was it replaced?)",
+                        ));
                     }
-                    f.seek(SeekFrom::Start(next_byte)).map_err(|source| SourceError::Io { path: path.clone(), source })?;
+                    f.seek(SeekFrom::Start(next_byte))
+                        .map_err(|source| SourceError::Io {
+                            path: path.clone(),
+                            source,
+                        })?;
                 }
                 Input::Stdin(_) => return Err(bad("stdin cannot be resumed")),
             }
@@ -157,7 +183,10 @@ impl Source for FileSource {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
                 Err(source) => {
                     self.pending.truncate(old);
-                    return Err(SourceError::Io { path: self.path.clone(), source });
+                    return Err(SourceError::Io {
+                        path: self.path.clone(),
+                        source,
+                    });
                 }
             };
             self.pending.truncate(old + got);
@@ -204,18 +233,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, content).unwrap();
-        let opts = SourceOptions { until_end, batch_bytes: 1, ..Default::default() };
+        let opts = SourceOptions {
+            until_end,
+            batch_bytes: 1,
+            ..Default::default()
+        };
         let mut src = FileSource::open(&Endpoint::File(path), &opts, None).unwrap();
         let mut out = Vec::new();
         let mut batch = SourceBatch::default();
-        loop {
-            match src.poll(&mut batch).unwrap() {
-                Poll::Records => {
-                    for i in 0..batch.records.len() {
-                        out.push((String::from_utf8(batch.payload(i).to_vec()).unwrap(), batch.records[i].1));
-                    }
-                }
-                Poll::Pending | Poll::Ended => break,
+        while src.poll(&mut batch).unwrap() == Poll::Records {
+            for i in 0..batch.records.len() {
+                out.push((
+                    String::from_utf8(batch.payload(i).to_vec()).unwrap(),
+                    batch.records[i].1,
+                ));
             }
         }
         out
@@ -238,12 +269,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.jsonl");
         std::fs::write(&path, b"one\ntwo\n\nthree\n").unwrap();
-        let opts = SourceOptions { until_end: true, batch_bytes: 1, ..Default::default() };
+        let opts = SourceOptions {
+            until_end: true,
+            batch_bytes: 1,
+            ..Default::default()
+        };
         let ep = Endpoint::File(path);
         let mut src = FileSource::open(&ep, &opts, None).unwrap();
         let mut batch = SourceBatch::default();
         assert_eq!(src.poll(&mut batch).unwrap(), Poll::Records);
-        let first: Vec<_> = (0..batch.records.len()).map(|i| batch.payload(i).to_vec()).collect();
+        let first: Vec<_> = (0..batch.records.len())
+            .map(|i| batch.payload(i).to_vec())
+            .collect();
         let pos = src.positions();
         let mut again = FileSource::open(&ep, &opts, Some(&pos)).unwrap();
         let mut rest = Vec::new();
@@ -254,15 +291,22 @@ mod tests {
         }
         let mut all: Vec<Vec<u8>> = first;
         all.extend(rest.iter().map(|r| r.0.clone()));
-        assert_eq!(all, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        assert_eq!(
+            all,
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
         assert_eq!(rest.last().unwrap().1, 4);
     }
 
     #[test]
     fn missing_file_is_a_clear_error() {
-        let err = FileSource::open(&Endpoint::File("/no/such/file".into()), &SourceOptions::default(), None)
-            .err()
-            .unwrap();
+        let err = FileSource::open(
+            &Endpoint::File("/no/such/file".into()),
+            &SourceOptions::default(),
+            None,
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("/no/such/file"), "{err}");
     }
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use rushhour_streamlog::{LogPosition, PartitionReader, ReadBatch, ReadStatus};
 
-use super::{PartitionStatus, Poll, PositionStyle, Source, SourceBatch, SourceError, SourceOptions};
+use super::{
+    PartitionStatus, Poll, PositionStyle, Source, SourceBatch, SourceError, SourceOptions,
+};
 
 struct Part {
     reader: PartitionReader,
@@ -30,7 +32,11 @@ pub struct LogSource {
 
 impl LogSource {
     /// Opens the log at `dir`, resuming each partition at its saved position.
-    pub fn open(dir: &Path, opts: &SourceOptions, positions: Option<&[String]>) -> Result<LogSource, SourceError> {
+    pub fn open(
+        dir: &Path,
+        opts: &SourceOptions,
+        positions: Option<&[String]>,
+    ) -> Result<LogSource, SourceError> {
         let name = format!("log:{}", dir.display());
         let n = rushhour_streamlog::partitions(dir)?;
         if let Some(p) = positions
@@ -44,9 +50,11 @@ impl LogSource {
         let mut parts = Vec::with_capacity(n as usize);
         for partition in 0..n {
             let from = match positions {
-                Some(p) => Some(parse_position(&p[partition as usize]).ok_or_else(|| SourceError::BadPosition {
-                    source_url: name.clone(),
-                    reason: format!("malformed position `{}`", p[partition as usize]),
+                Some(p) => Some(parse_position(&p[partition as usize]).ok_or_else(|| {
+                    SourceError::BadPosition {
+                        source_url: name.clone(),
+                        reason: format!("malformed position `{}`", p[partition as usize]),
+                    }
                 })?),
                 None => None,
             };
@@ -70,7 +78,11 @@ impl LogSource {
 
 fn parse_position(text: &str) -> Option<LogPosition> {
     let mut it = text.split('/').map(|v| v.parse::<u64>().ok());
-    let pos = LogPosition { offset: it.next()??, segment: it.next()??, byte: it.next()?? };
+    let pos = LogPosition {
+        offset: it.next()??,
+        segment: it.next()??,
+        byte: it.next()??,
+    };
     it.next().is_none().then_some(pos)
 }
 
@@ -140,7 +152,10 @@ impl Source for LogSource {
     }
 
     fn positions(&self) -> Vec<String> {
-        self.parts.iter().map(|p| format_position(p.reader.position())).collect()
+        self.parts
+            .iter()
+            .map(|p| format_position(p.reader.position()))
+            .collect()
     }
 }
 
@@ -152,12 +167,23 @@ mod tests {
     #[test]
     fn round_robin_and_resume() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = LogWriter::open(dir.path(), WriterOptions { partitions: 2, segment_bytes: 50 }).unwrap();
+        let mut w = LogWriter::open(
+            dir.path(),
+            WriterOptions {
+                partitions: 2,
+                segment_bytes: 50,
+            },
+        )
+        .unwrap();
         for i in 0..10 {
             w.append(i % 2, format!("r{i}").as_bytes()).unwrap();
         }
         w.flush().unwrap();
-        let opts = SourceOptions { until_end: true, batch_bytes: 12, ..Default::default() };
+        let opts = SourceOptions {
+            until_end: true,
+            batch_bytes: 12,
+            ..Default::default()
+        };
         let mut src = LogSource::open(dir.path(), &opts, None).unwrap();
         let mut batch = SourceBatch::default();
         let mut seen = Vec::new();
@@ -173,6 +199,11 @@ mod tests {
         }
         assert_eq!(first + rest, 10);
         assert!(seen.contains(&0) && seen.contains(&1));
-        assert!(resumed.statuses().iter().all(|s| *s == PartitionStatus::Finished));
+        assert!(
+            resumed
+                .statuses()
+                .iter()
+                .all(|s| *s == PartitionStatus::Finished)
+        );
     }
 }

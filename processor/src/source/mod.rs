@@ -137,7 +137,11 @@ pub struct SourceOptions {
 
 impl Default for SourceOptions {
     fn default() -> Self {
-        SourceOptions { until_end: false, idle_timeout: Duration::from_secs(30), batch_bytes: 1 << 20 }
+        SourceOptions {
+            until_end: false,
+            idle_timeout: Duration::from_secs(30),
+            batch_bytes: 1 << 20,
+        }
     }
 }
 
@@ -149,10 +153,14 @@ pub fn open_source(
     positions: Option<&[String]>,
 ) -> Result<Box<dyn Source>, SourceError> {
     match endpoint {
-        Endpoint::File(_) | Endpoint::Stdio => Ok(Box::new(FileSource::open(endpoint, opts, positions)?)),
+        Endpoint::File(_) | Endpoint::Stdio => {
+            Ok(Box::new(FileSource::open(endpoint, opts, positions)?))
+        }
         Endpoint::Log(dir) => Ok(Box::new(LogSource::open(dir, opts, positions)?)),
-        Endpoint::Kafka { .. } | Endpoint::Kinesis { .. } => Err(SourceError::Unsupported(format!(
-            "{endpoint}: Kafka and Kinesis sources arrive in a later release; use file:PATH or log:DIR"
-        ))),
+        Endpoint::Kafka { .. } | Endpoint::Kinesis { .. } => {
+            Err(SourceError::Unsupported(format!(
+                "{endpoint}: Kafka and Kinesis sources arrive in a later release; use file:PATH or log:DIR"
+            )))
+        }
     }
 }

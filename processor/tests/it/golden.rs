@@ -28,10 +28,14 @@
 use rushhour_processor::PipelineConfig;
 use rushhour_schemas::Table;
 
-use crate::util::{f, i, null, run_batches, s, t, Cell};
+use crate::util::{Cell, f, i, null, run_batches, s, t};
 
 fn fixture() -> Vec<Vec<u8>> {
-    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden.jsonl")).unwrap();
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/golden.jsonl"
+    ))
+    .unwrap();
     bytes
         .split(|&b| b == b'\n')
         .filter(|l| !rushhour_schemas::is_blank(l))
@@ -57,19 +61,112 @@ fn golden_fixture_gives_the_hand_checked_tables() {
         records.iter().map(|r| vec![r.clone()]).collect::<Vec<_>>(),
     ] {
         let (lake, c) = run_batches(PipelineConfig::default(), 1, &batches);
-        assert_eq!((c.read, c.accepted, c.late, c.duplicates, c.invalid), (26, 14, 1, 2, 9));
+        assert_eq!(
+            (c.read, c.accepted, c.late, c.duplicates, c.invalid),
+            (26, 14, 1, 2, 9)
+        );
 
         assert_eq!(
             lake.sorted(Table::StoreMinute),
             {
                 let mut rows = vec![
                     // start, end, store, placed, online, items, revenue, picked, delivered, cancelled, sum, count, p50, p95
-                    vec![minute("12:00"), minute("12:01"), s("s1"), i(2), i(1), i(4), i(1650), i(0), i(0), i(0), f(0.0), i(0), null(), null()],
-                    vec![minute("12:00"), minute("12:01"), s("s2"), i(1), i(1), i(0), i(0), i(0), i(0), i(0), f(0.0), i(0), null(), null()],
-                    vec![minute("12:01"), minute("12:02"), s("s1"), i(0), i(0), i(0), i(0), i(1), i(0), i(1), f(0.0), i(0), null(), null()],
-                    vec![minute("12:02"), minute("12:03"), s("s1"), i(0), i(0), i(0), i(0), i(0), i(1), i(0), f(120.0), i(1), f(120.0), f(120.0)],
-                    vec![minute("12:03"), minute("12:04"), s("s1"), i(1), i(0), i(3), i(999), i(0), i(0), i(0), f(0.0), i(0), null(), null()],
-                    vec![minute("12:03"), minute("12:04"), s("s2"), i(0), i(0), i(0), i(0), i(0), i(2), i(0), f(140.0), i(1), f(140.0), f(140.0)],
+                    vec![
+                        minute("12:00"),
+                        minute("12:01"),
+                        s("s1"),
+                        i(2),
+                        i(1),
+                        i(4),
+                        i(1650),
+                        i(0),
+                        i(0),
+                        i(0),
+                        f(0.0),
+                        i(0),
+                        null(),
+                        null(),
+                    ],
+                    vec![
+                        minute("12:00"),
+                        minute("12:01"),
+                        s("s2"),
+                        i(1),
+                        i(1),
+                        i(0),
+                        i(0),
+                        i(0),
+                        i(0),
+                        i(0),
+                        f(0.0),
+                        i(0),
+                        null(),
+                        null(),
+                    ],
+                    vec![
+                        minute("12:01"),
+                        minute("12:02"),
+                        s("s1"),
+                        i(0),
+                        i(0),
+                        i(0),
+                        i(0),
+                        i(1),
+                        i(0),
+                        i(1),
+                        f(0.0),
+                        i(0),
+                        null(),
+                        null(),
+                    ],
+                    vec![
+                        minute("12:02"),
+                        minute("12:03"),
+                        s("s1"),
+                        i(0),
+                        i(0),
+                        i(0),
+                        i(0),
+                        i(0),
+                        i(1),
+                        i(0),
+                        f(120.0),
+                        i(1),
+                        f(120.0),
+                        f(120.0),
+                    ],
+                    vec![
+                        minute("12:03"),
+                        minute("12:04"),
+                        s("s1"),
+                        i(1),
+                        i(0),
+                        i(3),
+                        i(999),
+                        i(0),
+                        i(0),
+                        i(0),
+                        f(0.0),
+                        i(0),
+                        null(),
+                        null(),
+                    ],
+                    vec![
+                        minute("12:03"),
+                        minute("12:04"),
+                        s("s2"),
+                        i(0),
+                        i(0),
+                        i(0),
+                        i(0),
+                        i(0),
+                        i(2),
+                        i(0),
+                        f(140.0),
+                        i(1),
+                        f(140.0),
+                        f(140.0),
+                    ],
                 ];
                 rows.sort_by_key(|r| format!("{r:?}"));
                 rows
@@ -78,9 +175,39 @@ fn golden_fixture_gives_the_hand_checked_tables() {
         );
 
         let mut deliveries = vec![
-            vec![s("o1"), s("s1"), s("r1"), t("2026-11-21T12:00:05Z"), t("2026-11-21T12:01:10Z"), t("2026-11-21T12:02:05Z"), f(65.0), f(55.0), f(120.0)],
-            vec![s("o3"), s("s2"), s("r2"), t("2026-11-21T12:00:40Z"), null(), t("2026-11-21T12:03:00Z"), null(), null(), f(140.0)],
-            vec![s("o9"), s("s2"), s("r2"), null(), null(), t("2026-11-21T12:03:10Z"), null(), null(), null()],
+            vec![
+                s("o1"),
+                s("s1"),
+                s("r1"),
+                t("2026-11-21T12:00:05Z"),
+                t("2026-11-21T12:01:10Z"),
+                t("2026-11-21T12:02:05Z"),
+                f(65.0),
+                f(55.0),
+                f(120.0),
+            ],
+            vec![
+                s("o3"),
+                s("s2"),
+                s("r2"),
+                t("2026-11-21T12:00:40Z"),
+                null(),
+                t("2026-11-21T12:03:00Z"),
+                null(),
+                null(),
+                f(140.0),
+            ],
+            vec![
+                s("o9"),
+                s("s2"),
+                s("r2"),
+                null(),
+                null(),
+                t("2026-11-21T12:03:10Z"),
+                null(),
+                null(),
+                null(),
+            ],
         ];
         deliveries.sort_by_key(|r| format!("{r:?}"));
         assert_eq!(lake.sorted(Table::Deliveries), deliveries, "deliveries");
@@ -88,36 +215,86 @@ fn golden_fixture_gives_the_hand_checked_tables() {
         let mut slides = Vec::new();
         for m in ["11:58", "11:59", "12:00", "12:01", "12:02"] {
             let start = minute(m);
-            let Cell::Str(text) = &start else { unreachable!() };
-            let end = t(&format!("{}", rushhour_schemas::time::format_millis(
+            let Cell::Str(text) = &start else {
+                unreachable!()
+            };
+            let end = t(&rushhour_schemas::time::format_millis(
                 rushhour_schemas::time::parse_rfc3339_millis(text).unwrap() + 300_000,
-            )));
+            ));
             slides.push(vec![start.clone(), end, s("s1"), i(1), f(120.0)]);
         }
         for m in ["11:59", "12:00", "12:01", "12:02", "12:03"] {
             let start = minute(m);
-            let Cell::Str(text) = &start else { unreachable!() };
+            let Cell::Str(text) = &start else {
+                unreachable!()
+            };
             let end = t(&rushhour_schemas::time::format_millis(
                 rushhour_schemas::time::parse_rfc3339_millis(text).unwrap() + 300_000,
             ));
             slides.push(vec![start.clone(), end, s("s2"), i(2), f(140.0)]);
         }
         slides.sort_by_key(|r| format!("{r:?}"));
-        assert_eq!(lake.sorted(Table::StoreDelivery5m), slides, "store_delivery_5m");
+        assert_eq!(
+            lake.sorted(Table::StoreDelivery5m),
+            slides,
+            "store_delivery_5m"
+        );
 
         let mut riders = vec![
-            vec![minute("12:00"), minute("12:01"), s("r1"), i(1), f(0.0), f(5.0), i(0)],
-            vec![minute("12:01"), minute("12:02"), s("r1"), i(2), f(lat_metres(52.521, 52.522)), f(6.0), i(0)],
-            vec![minute("12:02"), minute("12:03"), s("r1"), i(1), f(0.0), f(4.0), i(1)],
-            vec![minute("12:03"), minute("12:04"), s("r2"), i(1), f(0.0), null(), i(2)],
+            vec![
+                minute("12:00"),
+                minute("12:01"),
+                s("r1"),
+                i(1),
+                f(0.0),
+                f(5.0),
+                i(0),
+            ],
+            vec![
+                minute("12:01"),
+                minute("12:02"),
+                s("r1"),
+                i(2),
+                f(lat_metres(52.521, 52.522)),
+                f(6.0),
+                i(0),
+            ],
+            vec![
+                minute("12:02"),
+                minute("12:03"),
+                s("r1"),
+                i(1),
+                f(0.0),
+                f(4.0),
+                i(1),
+            ],
+            vec![
+                minute("12:03"),
+                minute("12:04"),
+                s("r2"),
+                i(1),
+                f(0.0),
+                null(),
+                i(2),
+            ],
         ];
         riders.sort_by_key(|r| format!("{r:?}"));
         assert_eq!(lake.sorted(Table::RiderMinute), riders, "rider_minute");
 
         let late = lake.sorted(Table::LateEvents);
         assert_eq!(late.len(), 1);
-        assert_eq!(late[0][..4], [s("e11"), s("order_placed"), t("2026-11-21T12:01:30Z"), t("2026-11-21T12:02:00Z")]);
-        let Cell::Str(raw) = &late[0][4] else { panic!("raw is text") };
+        assert_eq!(
+            late[0][..4],
+            [
+                s("e11"),
+                s("order_placed"),
+                t("2026-11-21T12:01:30Z"),
+                t("2026-11-21T12:02:00Z")
+            ]
+        );
+        let Cell::Str(raw) = &late[0][4] else {
+            panic!("raw is text")
+        };
         assert!(raw.starts_with(r#"{"event_id":"e11""#));
 
         // Raw: 14 accepted + 1 late, flagged; positions are partition:offset here.
@@ -125,7 +302,11 @@ fn golden_fixture_gives_the_hand_checked_tables() {
         assert_eq!(raw.len(), 15);
         let late_flags = raw.iter().filter(|r| r[15] == Cell::Bool(true)).count();
         assert_eq!(late_flags, 1);
-        assert!(lake.raw_partitions.iter().all(|p| p == "event_date=2026-11-21/event_hour=12"));
+        assert!(
+            lake.raw_partitions
+                .iter()
+                .all(|p| p == "event_date=2026-11-21/event_hour=12")
+        );
 
         // Dead letter: every invalid record, bytes as received, with a reason.
         let dead = &lake.tables[&Table::DeadLetter];
@@ -151,7 +332,9 @@ fn golden_fixture_gives_the_hand_checked_tables() {
         for (got, want) in reasons.iter().zip(expect) {
             assert!(got.contains(want), "{got:?} should contain {want:?}");
         }
-        let Cell::Bytes(bytes) = &dead[7][0] else { panic!() };
+        let Cell::Bytes(bytes) = &dead[7][0] else {
+            panic!()
+        };
         assert!(bytes.contains(&0xff));
     }
 }

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use proptest::prelude::*;
 use rushhour_processor::PipelineConfig;
-use rushhour_schemas::time::format_millis;
 use rushhour_schemas::Table;
+use rushhour_schemas::time::format_millis;
 
-use crate::util::{f, i, null, run_batches, s, Cell};
+use crate::util::{Cell, f, i, null, run_batches, s};
 
 const BASE: i64 = 1_795_262_400_000; // 2026-11-21T12:00:00Z
 const LATENESS: i64 = 10_000;
@@ -42,11 +42,20 @@ impl Ev {
                 self.total,
                 if self.online { "online" } else { "in_store" }
             ),
-            1 => format!(r#"{{"event_id":"{id}","event_type":"order_picked_up","event_time":"{time}","order_id":"o{o}","store_id":"s{st}","rider_id":"r{r}"}}"#),
-            2 => format!(r#"{{"event_id":"{id}","event_type":"order_delivered","event_time":"{time}","order_id":"o{o}","store_id":"s{st}","rider_id":"r{r}"}}"#),
-            3 => format!(r#"{{"event_id":"{id}","event_type":"order_cancelled","event_time":"{time}","order_id":"o{o}","store_id":"s{st}"}}"#),
+            1 => format!(
+                r#"{{"event_id":"{id}","event_type":"order_picked_up","event_time":"{time}","order_id":"o{o}","store_id":"s{st}","rider_id":"r{r}"}}"#
+            ),
+            2 => format!(
+                r#"{{"event_id":"{id}","event_type":"order_delivered","event_time":"{time}","order_id":"o{o}","store_id":"s{st}","rider_id":"r{r}"}}"#
+            ),
+            3 => format!(
+                r#"{{"event_id":"{id}","event_type":"order_cancelled","event_time":"{time}","order_id":"o{o}","store_id":"s{st}"}}"#
+            ),
             _ => {
-                let speed = self.speed.map(|v| format!(r#","speed_mps":{v:?}"#)).unwrap_or_default();
+                let speed = self
+                    .speed
+                    .map(|v| format!(r#","speed_mps":{v:?}"#))
+                    .unwrap_or_default();
                 format!(
                     r#"{{"event_id":"{id}","event_type":"rider_location","event_time":"{time}","rider_id":"r{r}","lat":{:?},"lon":{:?}{speed}}}"#,
                     self.lat, self.lon
@@ -70,20 +79,22 @@ fn arb_event() -> impl Strategy<Value = Ev> {
         (52.4f64..52.6, 13.3f64..13.5),
         proptest::option::of(0.0f64..12.0),
     )
-        .prop_map(|(kind, dt, order, store, rider, qty, total, online, (lat, lon), speed)| Ev {
-            id: String::new(),
-            kind,
-            time: BASE + dt,
-            order,
-            store,
-            rider,
-            qty,
-            total,
-            online,
-            lat,
-            lon,
-            speed,
-        })
+        .prop_map(
+            |(kind, dt, order, store, rider, qty, total, online, (lat, lon), speed)| Ev {
+                id: String::new(),
+                kind,
+                time: BASE + dt,
+                order,
+                store,
+                rider,
+                qty,
+                total,
+                online,
+                lat,
+                lon,
+                speed,
+            },
+        )
 }
 
 /// A stream: events in event-time order with ids, then arrival order perturbed by up to
@@ -105,14 +116,24 @@ fn arb_stream() -> impl Strategy<Value = (Vec<(u32, String)>, u32, Vec<usize>)> 
             let mut arrivals: Vec<(i64, usize)> = evs
                 .iter()
                 .enumerate()
-                .map(|(k, e)| (e.time + (noise[k % noise.len()] % (disorder as u64 / 1000 + 1)) as i64 * 1000, k))
+                .map(|(k, e)| {
+                    (
+                        e.time
+                            + (noise[k % noise.len()] % (disorder as u64 / 1000 + 1)) as i64 * 1000,
+                        k,
+                    )
+                })
                 .collect();
             arrivals.sort();
             let mut lines = Vec::new();
             for (n, (_, k)) in arrivals.iter().enumerate() {
                 let e = &evs[*k];
                 // Order events by store, pings by rider: the contract's partition keys.
-                let key = if e.kind == 4 { u32::from(e.rider) } else { u32::from(e.store) };
+                let key = if e.kind == 4 {
+                    u32::from(e.rider)
+                } else {
+                    u32::from(e.store)
+                };
                 let part = key % partitions;
                 lines.push((part, e.json()));
                 let r = noise[n % noise.len()];
@@ -120,7 +141,10 @@ fn arb_stream() -> impl Strategy<Value = (Vec<(u32, String)>, u32, Vec<usize>)> 
                     lines.push((part, e.json())); // a duplicate
                 }
                 if r % 17 == 0 {
-                    lines.push((part, r#"{"event_id":"bad","event_type":"order_placed"}"#.to_owned()));
+                    lines.push((
+                        part,
+                        r#"{"event_id":"bad","event_type":"order_placed"}"#.to_owned(),
+                    ));
                 }
             }
             (lines, partitions, cuts)
@@ -129,14 +153,19 @@ fn arb_stream() -> impl Strategy<Value = (Vec<(u32, String)>, u32, Vec<usize>)> 
 
 /// Replays the contract's rules in arrival (processing) order: which events are
 /// accepted, which are late and behind what watermark.
-fn classify(lines: &[(u32, String)], partitions: u32) -> (Vec<serde_json::Value>, Vec<(serde_json::Value, i64)>) {
+fn classify(
+    lines: &[(u32, String)],
+    partitions: u32,
+) -> (Vec<serde_json::Value>, Vec<(serde_json::Value, i64)>) {
     let mut wm = vec![i64::MIN; partitions as usize];
     let mut effective = i64::MIN;
     let mut seen: Vec<HashSet<String>> = vec![HashSet::new(); partitions as usize];
     let (mut accepted, mut late) = (Vec::new(), Vec::new());
     for (p, line) in lines {
         let p = *p as usize;
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if v.get("event_time").is_none() {
             continue; // the invalid line
         }
@@ -144,7 +173,8 @@ fn classify(lines: &[(u32, String)], partitions: u32) -> (Vec<serde_json::Value>
         if !seen[p].insert(id) {
             continue;
         }
-        let time = rushhour_schemas::time::parse_rfc3339_millis(v["event_time"].as_str().unwrap()).unwrap();
+        let time = rushhour_schemas::time::parse_rfc3339_millis(v["event_time"].as_str().unwrap())
+            .unwrap();
         if time < effective {
             late.push((v, effective));
         } else {
@@ -175,8 +205,14 @@ fn pct(sorted_vals: &[f64], q: f64) -> Cell {
 }
 
 fn haversine(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (la1, lo1, la2, lo2) = (a.0.to_radians(), a.1.to_radians(), b.0.to_radians(), b.1.to_radians());
-    let h = ((la2 - la1) / 2.0).sin().powi(2) + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
+    let (la1, lo1, la2, lo2) = (
+        a.0.to_radians(),
+        a.1.to_radians(),
+        b.0.to_radians(),
+        b.1.to_radians(),
+    );
+    let h = ((la2 - la1) / 2.0).sin().powi(2)
+        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
     2.0 * 6_371_008.8 * h.sqrt().asin()
 }
 
@@ -190,7 +226,9 @@ struct Batch {
 
 /// The batch answer of CONTRACT §4 over the accepted events.
 fn batch_answer(accepted: &[serde_json::Value], late: &[(serde_json::Value, i64)]) -> Batch {
-    let time = |v: &serde_json::Value| rushhour_schemas::time::parse_rfc3339_millis(v["event_time"].as_str().unwrap()).unwrap();
+    let time = |v: &serde_json::Value| {
+        rushhour_schemas::time::parse_rfc3339_millis(v["event_time"].as_str().unwrap()).unwrap()
+    };
     let st = |v: &serde_json::Value, k: &str| v[k].as_str().map(str::to_owned);
     let minute = |t: i64| t.div_euclid(60_000) * 60_000;
     // Earliest placement and pickup per order.
@@ -215,13 +253,22 @@ fn batch_answer(accepted: &[serde_json::Value], late: &[(serde_json::Value, i64)
     // (minute, store) → counts [placed, online, items, revenue, picked, delivered, cancelled], delivery secs
     let mut sm: BTreeMap<(i64, String), ([i64; 7], Vec<f64>)> = BTreeMap::new();
     let mut slides: BTreeMap<(i64, String), (i64, Vec<f64>)> = BTreeMap::new();
-    let mut rm: BTreeMap<(i64, String), (Vec<(i64, String, f64, f64, Option<f64>)>, i64)> = BTreeMap::new();
+    let mut rm: BTreeMap<(i64, String), (Vec<(i64, String, f64, f64, Option<f64>)>, i64)> =
+        BTreeMap::new();
     for v in accepted {
         let t = time(v);
         let kind = v["event_type"].as_str().unwrap();
         if kind == "rider_location" {
-            let e = rm.entry((minute(t), st(v, "rider_id").unwrap())).or_default();
-            e.0.push((t, st(v, "event_id").unwrap(), v["lat"].as_f64().unwrap(), v["lon"].as_f64().unwrap(), v["speed_mps"].as_f64()));
+            let e = rm
+                .entry((minute(t), st(v, "rider_id").unwrap()))
+                .or_default();
+            e.0.push((
+                t,
+                st(v, "event_id").unwrap(),
+                v["lat"].as_f64().unwrap(),
+                v["lon"].as_f64().unwrap(),
+                v["speed_mps"].as_f64(),
+            ));
             continue;
         }
         let store = st(v, "store_id").unwrap();
@@ -231,7 +278,12 @@ fn batch_answer(accepted: &[serde_json::Value], late: &[(serde_json::Value, i64)
             "order_placed" => {
                 e.0[0] += 1;
                 e.0[1] += i64::from(v["channel"] == "online");
-                e.0[2] += v["items"].as_array().unwrap().iter().map(|it| it["qty"].as_i64().unwrap()).sum::<i64>();
+                e.0[2] += v["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|it| it["qty"].as_i64().unwrap())
+                    .sum::<i64>();
                 e.0[3] += v["total_cents"].as_i64().unwrap();
             }
             "order_picked_up" => e.0[4] += 1,
@@ -257,7 +309,9 @@ fn batch_answer(accepted: &[serde_json::Value], late: &[(serde_json::Value, i64)
                     total.map_or(null(), f),
                 ]);
                 for k in 0..5 {
-                    let w = slides.entry((minute(t) - k * 60_000, store.clone())).or_default();
+                    let w = slides
+                        .entry((minute(t) - k * 60_000, store.clone()))
+                        .or_default();
                     w.0 += 1;
                     if let Some(x) = total {
                         w.1.push(x);
@@ -274,14 +328,23 @@ fn batch_answer(accepted: &[serde_json::Value], late: &[(serde_json::Value, i64)
             secs.sort_by(f64::total_cmp);
             let mut row = vec![ts(m), ts(m + 60_000), s(&store)];
             row.extend(c.iter().map(|&x| i(x)));
-            row.extend([f(secs.iter().sum()), i(secs.len() as i64), pct(&secs, 0.5), pct(&secs, 0.95)]);
+            row.extend([
+                f(secs.iter().sum()),
+                i(secs.len() as i64),
+                pct(&secs, 0.5),
+                pct(&secs, 0.95),
+            ]);
             row
         })
         .collect();
     let store_delivery_5m = slides
         .into_iter()
         .map(|((m, store), (n, secs))| {
-            let avg = if secs.is_empty() { null() } else { f(secs.iter().sum::<f64>() / secs.len() as f64) };
+            let avg = if secs.is_empty() {
+                null()
+            } else {
+                f(secs.iter().sum::<f64>() / secs.len() as f64)
+            };
             vec![ts(m), ts(m + 300_000), s(&store), i(n), avg]
         })
         .collect();
@@ -289,15 +352,37 @@ fn batch_answer(accepted: &[serde_json::Value], late: &[(serde_json::Value, i64)
         .into_iter()
         .map(|((m, rider), (mut pings, deliveries))| {
             pings.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-            let dist: f64 = pings.windows(2).map(|w| haversine((w[0].2, w[0].3), (w[1].2, w[1].3))).sum();
+            let dist: f64 = pings
+                .windows(2)
+                .map(|w| haversine((w[0].2, w[0].3), (w[1].2, w[1].3)))
+                .sum();
             let speeds: Vec<f64> = pings.iter().filter_map(|p| p.4).collect();
-            let avg = if speeds.is_empty() { null() } else { f(speeds.iter().sum::<f64>() / speeds.len() as f64) };
-            vec![ts(m), ts(m + 60_000), s(&rider), i(pings.len() as i64), f(dist), avg, i(deliveries)]
+            let avg = if speeds.is_empty() {
+                null()
+            } else {
+                f(speeds.iter().sum::<f64>() / speeds.len() as f64)
+            };
+            vec![
+                ts(m),
+                ts(m + 60_000),
+                s(&rider),
+                i(pings.len() as i64),
+                f(dist),
+                avg,
+                i(deliveries),
+            ]
         })
         .collect();
     let late_events = late
         .iter()
-        .map(|(v, wm)| vec![s(v["event_id"].as_str().unwrap()), s(v["event_type"].as_str().unwrap()), ts(time(v)), ts(*wm)])
+        .map(|(v, wm)| {
+            vec![
+                s(v["event_id"].as_str().unwrap()),
+                s(v["event_type"].as_str().unwrap()),
+                ts(time(v)),
+                ts(*wm),
+            ]
+        })
         .collect();
     Batch {
         store_minute: sorted(store_minute),

@@ -6,8 +6,8 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimestampMillisecondType};
 use rushhour_processor::source::{PositionStyle, SourceBatch};
 use rushhour_processor::{Counters, Pipeline, PipelineConfig, TableBatch};
-use rushhour_schemas::time::format_millis;
 use rushhour_schemas::Table;
+use rushhour_schemas::time::format_millis;
 
 /// One cell, comparable with a tolerance for floats.
 #[derive(Debug, Clone)]
@@ -24,7 +24,9 @@ pub enum Cell {
 impl PartialEq for Cell {
     fn eq(&self, other: &Cell) -> bool {
         match (self, other) {
-            (Cell::Float(a), Cell::Float(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
+            (Cell::Float(a), Cell::Float(b)) => {
+                (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+            }
             (Cell::Null, Cell::Null) | (Cell::Other, Cell::Other) => true,
             (Cell::Int(a), Cell::Int(b)) => a == b,
             (Cell::Str(a), Cell::Str(b)) => a == b,
@@ -64,9 +66,9 @@ fn cell(col: &dyn Array, row: usize) -> Cell {
         DataType::Float64 => Cell::Float(col.as_primitive::<Float64Type>().value(row)),
         DataType::Boolean => Cell::Bool(col.as_boolean().value(row)),
         DataType::Binary => Cell::Bytes(col.as_binary::<i32>().value(row).to_vec()),
-        DataType::Timestamp(_, _) => {
-            Cell::Str(format_millis(col.as_primitive::<TimestampMillisecondType>().value(row)))
-        }
+        DataType::Timestamp(_, _) => Cell::Str(format_millis(
+            col.as_primitive::<TimestampMillisecondType>().value(row),
+        )),
         _ => Cell::Other,
     }
 }
@@ -81,13 +83,24 @@ pub struct Lake {
 impl Lake {
     pub fn add(&mut self, out: Vec<TableBatch>) {
         for tb in out {
-            assert_eq!(tb.batch.schema(), tb.table.schema(), "schema of {:?}", tb.table);
+            assert_eq!(
+                tb.batch.schema(),
+                tb.table.schema(),
+                "schema of {:?}",
+                tb.table
+            );
             if tb.table == Table::RawEvents {
                 self.raw_partitions.push(tb.partition.clone());
             }
             let rows = self.tables.entry(tb.table).or_default();
             for r in 0..tb.batch.num_rows() {
-                rows.push(tb.batch.columns().iter().map(|c| cell(c.as_ref(), r)).collect());
+                rows.push(
+                    tb.batch
+                        .columns()
+                        .iter()
+                        .map(|c| cell(c.as_ref(), r))
+                        .collect(),
+                );
             }
         }
     }
@@ -102,7 +115,11 @@ impl Lake {
 
 /// Runs `records` (partition, bytes) through a pipeline in the given batches, with a
 /// watermark step after each batch; returns the lake and the counters.
-pub fn run_batches(cfg: PipelineConfig, partitions: u32, batches: &[Vec<(u32, Vec<u8>)>]) -> (Lake, Counters) {
+pub fn run_batches(
+    cfg: PipelineConfig,
+    partitions: u32,
+    batches: &[Vec<(u32, Vec<u8>)>],
+) -> (Lake, Counters) {
     let mut p = Pipeline::new(cfg, "test:in", partitions, PositionStyle::PartitionOffset);
     let mut lake = Lake::default();
     let mut offsets = vec![0u64; partitions as usize];
@@ -111,11 +128,15 @@ pub fn run_batches(cfg: PipelineConfig, partitions: u32, batches: &[Vec<(u32, Ve
         let mut k = 0;
         while k < batch.len() {
             let part = batch[k].0;
-            let mut sb = SourceBatch { partition: part, ..Default::default() };
+            let mut sb = SourceBatch {
+                partition: part,
+                ..Default::default()
+            };
             while k < batch.len() && batch[k].0 == part {
                 let start = sb.data.len();
                 sb.data.extend_from_slice(&batch[k].1);
-                sb.records.push((start..sb.data.len(), offsets[part as usize]));
+                sb.records
+                    .push((start..sb.data.len(), offsets[part as usize]));
                 offsets[part as usize] += 1;
                 k += 1;
             }
