@@ -38,6 +38,10 @@ pub enum Command {
     ///
     /// Example: rushhour process --from log:./stream --lake ./lake --until-end
     Process(ProcessArgs),
+    /// Replay the lake's raw events into a stream, in event-time order.
+    ///
+    /// Example: rushhour replay --lake ./lake --to log:./replayed --speed 60
+    Replay(ReplayArgs),
     /// Run SQL over the lake with DataFusion.
     ///
     /// Tables: raw_events, dead_letter, store_minute, deliveries, store_delivery_5m,
@@ -158,6 +162,50 @@ pub struct ProcessArgs {
     /// No progress display.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// How fast `rushhour replay` goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// As fast as the sink takes it.
+    Max,
+    /// This many seconds of event time per second of wall clock.
+    Factor(f64),
+}
+
+fn parse_speed(text: &str) -> Result<Speed, String> {
+    if text.eq_ignore_ascii_case("max") {
+        return Ok(Speed::Max);
+    }
+    match text.trim_end_matches('x').parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(Speed::Factor(v)),
+        _ => Err(format!(
+            "`{text}` is not a speed: give `max` or a positive factor such as 1, 10 or 0.5"
+        )),
+    }
+}
+
+/// `rushhour replay`
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The lake directory to read raw events from.
+    #[arg(long)]
+    pub lake: String,
+    /// Where to write: file:PATH, file:- (stdout) or log:DIR.
+    #[arg(long, value_parser = parse_endpoint)]
+    pub to: Endpoint,
+    /// Replay events with event time at or after this RFC 3339 time.
+    #[arg(long, value_parser = parse_time)]
+    pub from_time: Option<i64>,
+    /// Replay events with event time before this RFC 3339 time.
+    #[arg(long, value_parser = parse_time)]
+    pub to_time: Option<i64>,
+    /// `max`, or a factor of event time per wall-clock time (1 = as it happened, 60 = an hour a minute).
+    #[arg(long, value_parser = parse_speed, default_value = "max")]
+    pub speed: Speed,
+    /// Partitions of a log: sink created by this run.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
 }
 
 /// Output formats of `rushhour query`.

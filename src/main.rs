@@ -42,6 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => commands::generate::run(&args, &stop),
         Command::Process(args) => commands::process::run(&args, &stop),
         Command::Query(args) => commands::query::run(&args),
+        Command::Replay(args) => commands::replay::run(&args, &stop),
         Command::Demo(args) => commands::demo::run(&args, &stop),
     }
 }

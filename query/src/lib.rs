@@ -131,3 +131,41 @@ fn check_one_statement(sql: &str) -> Result<(), QueryError> {
         }),
     }
 }
+
+/// The raw events of the lake in event-time order (ties by `event_id`), with event time
+/// in `[from_ms, to_ms)` when given: the input of `rushhour replay`.
+///
+/// Needs a Tokio runtime.
+pub async fn raw_events_in_order(
+    lake: &str,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+) -> Result<datafusion::physical_plan::SendableRecordBatchStream, QueryError> {
+    let ctx = lake_context(lake).await?;
+    let columns: Vec<String> = rushhour_schemas::Table::RawEvents
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| format!("\"{}\"", f.name()))
+        .collect();
+    let mut conditions = Vec::new();
+    if let Some(ms) = from_ms {
+        conditions.push(format!("event_time >= to_timestamp_millis({ms})"));
+    }
+    if let Some(ms) = to_ms {
+        conditions.push(format!("event_time < to_timestamp_millis({ms})"));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {} FROM raw_events{filter} ORDER BY event_time, event_id",
+        columns.join(", ")
+    );
+    let df = ctx.sql(&sql).await.map_err(QueryError::from_datafusion)?;
+    df.execute_stream()
+        .await
+        .map_err(QueryError::from_datafusion)
+}
