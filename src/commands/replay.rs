@@ -57,7 +57,7 @@ pub fn run(args: &ReplayArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
                 encode(&ev, &mut line);
                 sink.send(ev.partition_key(), line.as_bytes())?;
                 sent += 1;
-                if sent % 10_000 == 0 {
+                if sent.is_multiple_of(10_000) {
                     bar.set_message(format!("replayed {} events", human(sent as f64)));
                 }
             }
