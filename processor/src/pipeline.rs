@@ -7,6 +7,7 @@
 //! with its state.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use arrow::error::ArrowError;
 use rushhour_schemas::time::{HOUR_MS, date_hour};
@@ -152,14 +153,13 @@ impl Pipeline {
             let bytes = &batch.data[range.clone()];
             self.counters.read += 1;
             self.position.clear();
-            match self.style {
-                PositionStyle::Line => self.position.push_str(&offset.to_string()),
+            // Writing into a String cannot fail.
+            let _ = match self.style {
+                PositionStyle::Line => write!(self.position, "{offset}"),
                 PositionStyle::PartitionOffset => {
-                    self.position.push_str(&batch.partition.to_string());
-                    self.position.push(':');
-                    self.position.push_str(&offset.to_string());
+                    write!(self.position, "{}:{offset}", batch.partition)
                 }
-            }
+            };
             let prov = Provenance {
                 source: &self.source,
                 position: &self.position,

@@ -552,3 +552,74 @@ fn event_time_digits(line: &str) -> i64 {
         .collect();
     digits.parse().unwrap()
 }
+
+#[test]
+fn process_follows_a_log_while_it_is_written_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("log:{}", dir.path().join("log").display());
+    let lake = dir.path().join("lake");
+    let producer = bin()
+        .args([
+            "generate",
+            "--to",
+            &log,
+            "--rate",
+            "3000",
+            "--duration",
+            "2s",
+            "--seed",
+            "4",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let processor = bin()
+        .args([
+            "process",
+            "--from",
+            &log,
+            "--lake",
+            lake.to_str().unwrap(),
+            "--commit-interval",
+            "300ms",
+            "--quiet",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let produced = producer.wait_with_output().unwrap();
+    assert!(produced.status.success());
+    let generated: u64 = stderr(&produced)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {:?}", stderr(&produced)));
+    // Files appear while the processor runs; wait until it has caught up.
+    let mut seen = 0;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if lake.join("raw/events").exists() {
+            seen = query_json(&lake, "SELECT count(*) AS n FROM raw_events")[0]["n"]
+                .as_u64()
+                .unwrap();
+            if seen == generated {
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, generated);
+    let killed = Command::new("kill")
+        .args(["-TERM", &processor.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = processor.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        files_under(&lake)
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("_staging"))
+    );
+}
