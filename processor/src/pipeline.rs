@@ -294,3 +294,89 @@ fn hive_partition(hour: i64) -> String {
     let (date, hh) = date_hour(hour * HOUR_MS);
     format!("event_date={date}/event_hour={hh}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ping(id: &str, time: &str) -> Vec<u8> {
+        format!(r#"{{"event_id":"{id}","event_type":"rider_location","event_time":"2026-11-21T12:00:{time}Z","rider_id":"r","lat":1,"lon":2}}"#)
+            .into_bytes()
+    }
+
+    fn feed(p: &mut Pipeline, partition: u32, records: &[Vec<u8>]) {
+        let mut b = SourceBatch {
+            partition,
+            ..Default::default()
+        };
+        for (k, r) in records.iter().enumerate() {
+            let start = b.data.len();
+            b.data.extend_from_slice(r);
+            b.records.push((start..b.data.len(), k as u64));
+        }
+        p.process_batch(&b, 0).unwrap();
+    }
+
+    #[test]
+    fn an_event_at_the_watermark_is_accepted_one_before_it_is_late() {
+        let mut p = Pipeline::new(PipelineConfig::default(), "t", 1, PositionStyle::Line);
+        feed(
+            &mut p,
+            0,
+            &[
+                ping("a", "20"),
+                ping("b", "10"),
+                ping("c", "09.999"),
+                ping("b", "30"),
+            ],
+        );
+        let c = p.counters();
+        assert_eq!((c.accepted, c.late, c.duplicates), (2, 1, 1));
+        assert_eq!(
+            rushhour_schemas::time::format_millis(p.watermark()),
+            "2026-11-21T12:00:10.000Z"
+        );
+    }
+
+    #[test]
+    fn the_slowest_active_partition_holds_the_watermark() {
+        let mut p = Pipeline::new(
+            PipelineConfig::default(),
+            "t",
+            2,
+            PositionStyle::PartitionOffset,
+        );
+        feed(&mut p, 0, &[ping("a", "50")]);
+        assert_eq!(
+            p.watermark(),
+            NO_WATERMARK,
+            "partition 1 has said nothing yet"
+        );
+        feed(&mut p, 1, &[ping("b", "20")]);
+        let at = |s: &str| {
+            rushhour_schemas::time::parse_rfc3339_millis(&format!("2026-11-21T12:00:{s}Z")).unwrap()
+        };
+        assert_eq!(p.watermark(), at("10"));
+        // Once partition 1 is idle, partition 0 alone sets it; it never goes back.
+        p.set_statuses(&[PartitionStatus::Active, PartitionStatus::Idle]);
+        assert_eq!(p.watermark(), at("40"));
+        p.set_statuses(&[PartitionStatus::Active, PartitionStatus::Active]);
+        assert_eq!(p.watermark(), at("40"));
+        // De-duplication is per partition: the same id on another partition is new.
+        feed(&mut p, 1, &[ping("a", "55")]);
+        assert_eq!(p.counters().duplicates, 0);
+    }
+
+    #[test]
+    fn absurd_amounts_do_not_overflow() {
+        let mut p = Pipeline::new(PipelineConfig::default(), "t", 1, PositionStyle::Line);
+        let big = |id: &str| {
+            format!(r#"{{"event_id":"{id}","event_type":"order_placed","event_time":"2026-11-21T12:00:00Z","order_id":"{id}","store_id":"s","items":[{{"product_id":"p","qty":9223372036854775807,"unit_price_cents":0}},{{"product_id":"p","qty":9223372036854775807,"unit_price_cents":0}}],"total_cents":9223372036854775807}}"#)
+                .into_bytes()
+        };
+        feed(&mut p, 0, &[big("a"), big("b")]);
+        p.flush_all();
+        let out = p.take_output(true).unwrap();
+        assert!(out.iter().any(|t| t.table == Table::StoreMinute));
+    }
+}

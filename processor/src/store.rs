@@ -269,8 +269,11 @@ impl Operator for StoreOperator {
                 if ev.channel == Some(Channel::Online) {
                     agg.online_orders += 1;
                 }
-                agg.items_sold += ev.items_sold();
-                agg.revenue_cents += ev.total_cents.unwrap_or(0);
+                // Saturating: hostile input must not crash the pipeline.
+                agg.items_sold = agg.items_sold.saturating_add(ev.items_sold());
+                agg.revenue_cents = agg
+                    .revenue_cents
+                    .saturating_add(ev.total_cents.unwrap_or(0));
             }
             EventType::OrderPickedUp => agg.orders_picked_up += 1,
             EventType::OrderDelivered => {

@@ -178,10 +178,11 @@ impl<'a> Event<'a> {
         key.as_deref().unwrap_or("")
     }
 
-    /// Sum of `qty` over the items (0 without items).
+    /// Sum of `qty` over the items (0 without items), saturating rather than
+    /// overflowing on absurd quantities.
     pub fn items_sold(&self) -> i64 {
-        self.items
-            .as_ref()
-            .map_or(0, |items| items.iter().map(|i| i.qty).sum())
+        self.items.as_ref().map_or(0, |items| {
+            items.iter().fold(0i64, |acc, i| acc.saturating_add(i.qty))
+        })
     }
 }
