@@ -47,6 +47,39 @@ fn minute(m: &str) -> Cell {
     t(&format!("2026-11-21T{m}:00Z"))
 }
 
+fn sm(m: &str, store: &str, counts: [i64; 7], sum: f64, count: i64, pct: Option<f64>) -> Vec<Cell> {
+    let end = format!("{}:{:02}", &m[..2], m[3..].parse::<u32>().unwrap() + 1);
+    let mut row = vec![minute(m), minute(&end), s(store)];
+    row.extend(counts.map(i));
+    row.extend([
+        f(sum),
+        i(count),
+        pct.map_or(null(), f),
+        pct.map_or(null(), f),
+    ]);
+    row
+}
+
+fn rm(
+    m: &str,
+    rider: &str,
+    pings: i64,
+    distance: f64,
+    speed: Option<f64>,
+    deliveries: i64,
+) -> Vec<Cell> {
+    let end = format!("{}:{:02}", &m[..2], m[3..].parse::<u32>().unwrap() + 1);
+    vec![
+        minute(m),
+        minute(&end),
+        s(rider),
+        i(pings),
+        f(distance),
+        speed.map_or(null(), f),
+        i(deliveries),
+    ]
+}
+
 /// Haversine metres between two latitudes on meridian 13.405.
 fn lat_metres(a: f64, b: f64) -> f64 {
     (b - a).abs().to_radians() * 6_371_008.8
@@ -66,111 +99,20 @@ fn golden_fixture_gives_the_hand_checked_tables() {
             (26, 14, 1, 2, 9)
         );
 
+        // window, store, [placed, online, items, revenue, picked up, delivered, cancelled],
+        // delivery seconds (sum, count, p50/p95)
+        let mut store_minute = vec![
+            sm("12:00", "s1", [2, 1, 4, 1650, 0, 0, 0], 0.0, 0, None),
+            sm("12:00", "s2", [1, 1, 0, 0, 0, 0, 0], 0.0, 0, None),
+            sm("12:01", "s1", [0, 0, 0, 0, 1, 0, 1], 0.0, 0, None),
+            sm("12:02", "s1", [0, 0, 0, 0, 0, 1, 0], 120.0, 1, Some(120.0)),
+            sm("12:03", "s1", [1, 0, 3, 999, 0, 0, 0], 0.0, 0, None),
+            sm("12:03", "s2", [0, 0, 0, 0, 0, 2, 0], 140.0, 1, Some(140.0)),
+        ];
+        store_minute.sort_by_key(|r| format!("{r:?}"));
         assert_eq!(
             lake.sorted(Table::StoreMinute),
-            {
-                let mut rows = vec![
-                    // start, end, store, placed, online, items, revenue, picked, delivered, cancelled, sum, count, p50, p95
-                    vec![
-                        minute("12:00"),
-                        minute("12:01"),
-                        s("s1"),
-                        i(2),
-                        i(1),
-                        i(4),
-                        i(1650),
-                        i(0),
-                        i(0),
-                        i(0),
-                        f(0.0),
-                        i(0),
-                        null(),
-                        null(),
-                    ],
-                    vec![
-                        minute("12:00"),
-                        minute("12:01"),
-                        s("s2"),
-                        i(1),
-                        i(1),
-                        i(0),
-                        i(0),
-                        i(0),
-                        i(0),
-                        i(0),
-                        f(0.0),
-                        i(0),
-                        null(),
-                        null(),
-                    ],
-                    vec![
-                        minute("12:01"),
-                        minute("12:02"),
-                        s("s1"),
-                        i(0),
-                        i(0),
-                        i(0),
-                        i(0),
-                        i(1),
-                        i(0),
-                        i(1),
-                        f(0.0),
-                        i(0),
-                        null(),
-                        null(),
-                    ],
-                    vec![
-                        minute("12:02"),
-                        minute("12:03"),
-                        s("s1"),
-                        i(0),
-                        i(0),
-                        i(0),
-                        i(0),
-                        i(0),
-                        i(1),
-                        i(0),
-                        f(120.0),
-                        i(1),
-                        f(120.0),
-                        f(120.0),
-                    ],
-                    vec![
-                        minute("12:03"),
-                        minute("12:04"),
-                        s("s1"),
-                        i(1),
-                        i(0),
-                        i(3),
-                        i(999),
-                        i(0),
-                        i(0),
-                        i(0),
-                        f(0.0),
-                        i(0),
-                        null(),
-                        null(),
-                    ],
-                    vec![
-                        minute("12:03"),
-                        minute("12:04"),
-                        s("s2"),
-                        i(0),
-                        i(0),
-                        i(0),
-                        i(0),
-                        i(0),
-                        i(2),
-                        i(0),
-                        f(140.0),
-                        i(1),
-                        f(140.0),
-                        f(140.0),
-                    ],
-                ];
-                rows.sort_by_key(|r| format!("{r:?}"));
-                rows
-            },
+            store_minute,
             "store_minute"
         );
 
@@ -212,26 +154,23 @@ fn golden_fixture_gives_the_hand_checked_tables() {
         deliveries.sort_by_key(|r| format!("{r:?}"));
         assert_eq!(lake.sorted(Table::Deliveries), deliveries, "deliveries");
 
+        // Every 5-minute window (stepping by a minute) that holds a delivery.
         let mut slides = Vec::new();
-        for m in ["11:58", "11:59", "12:00", "12:01", "12:02"] {
-            let start = minute(m);
-            let Cell::Str(text) = &start else {
-                unreachable!()
-            };
-            let end = t(&rushhour_schemas::time::format_millis(
-                rushhour_schemas::time::parse_rfc3339_millis(text).unwrap() + 300_000,
-            ));
-            slides.push(vec![start.clone(), end, s("s1"), i(1), f(120.0)]);
-        }
-        for m in ["11:59", "12:00", "12:01", "12:02", "12:03"] {
-            let start = minute(m);
-            let Cell::Str(text) = &start else {
-                unreachable!()
-            };
-            let end = t(&rushhour_schemas::time::format_millis(
-                rushhour_schemas::time::parse_rfc3339_millis(text).unwrap() + 300_000,
-            ));
-            slides.push(vec![start.clone(), end, s("s2"), i(2), f(140.0)]);
+        for (store, first, deliveries, avg) in [
+            ("s1", 11 * 60 + 58, 1, 120.0),
+            ("s2", 11 * 60 + 59, 2, 140.0),
+        ] {
+            for start in first..first + 5 {
+                let (h, m) = (start / 60, start % 60);
+                let end = start + 5;
+                slides.push(vec![
+                    minute(&format!("{h:02}:{m:02}")),
+                    minute(&format!("{:02}:{:02}", end / 60, end % 60)),
+                    s(store),
+                    i(deliveries),
+                    f(avg),
+                ]);
+            }
         }
         slides.sort_by_key(|r| format!("{r:?}"));
         assert_eq!(
@@ -240,43 +179,12 @@ fn golden_fixture_gives_the_hand_checked_tables() {
             "store_delivery_5m"
         );
 
+        // window, rider, pings, distance, average speed, deliveries
         let mut riders = vec![
-            vec![
-                minute("12:00"),
-                minute("12:01"),
-                s("r1"),
-                i(1),
-                f(0.0),
-                f(5.0),
-                i(0),
-            ],
-            vec![
-                minute("12:01"),
-                minute("12:02"),
-                s("r1"),
-                i(2),
-                f(lat_metres(52.521, 52.522)),
-                f(6.0),
-                i(0),
-            ],
-            vec![
-                minute("12:02"),
-                minute("12:03"),
-                s("r1"),
-                i(1),
-                f(0.0),
-                f(4.0),
-                i(1),
-            ],
-            vec![
-                minute("12:03"),
-                minute("12:04"),
-                s("r2"),
-                i(1),
-                f(0.0),
-                null(),
-                i(2),
-            ],
+            rm("12:00", "r1", 1, 0.0, Some(5.0), 0),
+            rm("12:01", "r1", 2, lat_metres(52.521, 52.522), Some(6.0), 0),
+            rm("12:02", "r1", 1, 0.0, Some(4.0), 1),
+            rm("12:03", "r2", 1, 0.0, None, 2),
         ];
         riders.sort_by_key(|r| format!("{r:?}"));
         assert_eq!(lake.sorted(Table::RiderMinute), riders, "rider_minute");
