@@ -92,7 +92,8 @@ pub struct GenerateArgs {
     #[arg(long, value_parser = parse_endpoint)]
     pub to: Endpoint,
     /// Stop after this many orders have been placed (their lifecycles complete).
-    #[arg(long, conflicts_with = "rate", required_unless_present = "duration")]
+    /// Without --orders and --duration: 1000 orders.
+    #[arg(long, conflicts_with = "rate")]
     pub orders: Option<u64>,
     /// Emit this many events per second of wall clock, steadily (needs --duration).
     #[arg(long, value_parser = parse_positive_rate, requires = "duration")]

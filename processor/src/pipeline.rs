@@ -2,9 +2,9 @@
 //! dropped, late → raw (flagged) and `late_events`, otherwise accepted → raw and the
 //! operators; then windows are emitted as the effective watermark moves.
 //!
-//! State that belongs to a source partition (its watermark and its de-duplication set)
-//! is kept per partition, so a later release can move a partition between processes
-//! with its state.
+//! Each source partition has its own watermark; the effective watermark is the
+//! minimum over the active ones. Event ids are unique across the stream, so one
+//! de-duplication set serves every partition.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use arrow::error::ArrowError;
 use rushhour_schemas::time::{HOUR_MS, date_hour};
 use rushhour_schemas::{
-    DeadLetterBuilder, NO_WATERMARK, Provenance, RawEventsBuilder, Table, decode,
+    DeadLetterBuilder, NO_WATERMARK, Provenance, RawEventsBuilder, Table, decode, is_blank,
 };
 
 use crate::dedup::Dedup;
@@ -64,7 +64,6 @@ pub struct Counters {
 #[derive(Debug, Clone)]
 struct PartitionState {
     watermark: i64,
-    dedup: Dedup,
     status: PartitionStatus,
 }
 
@@ -75,6 +74,7 @@ pub struct Pipeline {
     style: PositionStyle,
     parts: Vec<PartitionState>,
     effective: i64,
+    dedup: Dedup,
     operators: Vec<Box<dyn Operator>>,
     raw: BTreeMap<i64, RawEventsBuilder>,
     dead: DeadLetterBuilder,
@@ -100,7 +100,6 @@ impl Pipeline {
             parts: (0..partitions.max(1))
                 .map(|_| PartitionState {
                     watermark: NO_WATERMARK,
-                    dedup: Dedup::default(),
                     status: PartitionStatus::Active,
                 })
                 .collect(),
@@ -108,6 +107,7 @@ impl Pipeline {
             source: source.to_owned(),
             style,
             effective: NO_WATERMARK,
+            dedup: Dedup::default(),
             operators,
             raw: BTreeMap::new(),
             dead: DeadLetterBuilder::default(),
@@ -134,7 +134,7 @@ impl Pipeline {
             .iter()
             .map(|o| o.state_entries())
             .sum::<usize>()
-            + self.parts.iter().map(|p| p.dedup.len()).sum::<usize>()
+            + self.dedup.len()
     }
 
     /// Runs every record of a batch through the record path. `ingest_time` is the
@@ -151,6 +151,9 @@ impl Pipeline {
         }
         for (range, offset) in &batch.records {
             let bytes = &batch.data[range.clone()];
+            if is_blank(bytes) {
+                continue; // not a record (file sources skip these before)
+            }
             self.counters.read += 1;
             self.position.clear();
             // Writing into a String cannot fail.
@@ -173,12 +176,17 @@ impl Pipeline {
                     continue;
                 }
             };
-            let part = &mut self.parts[p];
             let mut moved = false;
-            if !part.dedup.insert(&ev.event_id, ev.event_time) {
+            // Filed under the later of its event time and the watermark, so that the id
+            // of a late event is remembered for the full horizon too.
+            if !self
+                .dedup
+                .insert(&ev.event_id, ev.event_time.max(self.effective))
+            {
                 self.counters.duplicates += 1;
                 continue;
             }
+            let part = &mut self.parts[p];
             let hour = ev.event_time.div_euclid(HOUR_MS);
             let raw = self
                 .raw
@@ -218,10 +226,8 @@ impl Pipeline {
                 self.recompute_effective();
             }
         }
-        for part in &mut self.parts {
-            part.dedup
-                .expire(part.watermark.saturating_sub(self.cfg.dedup_horizon_ms));
-        }
+        self.dedup
+            .expire(self.effective.saturating_sub(self.cfg.dedup_horizon_ms));
         Ok(())
     }
 
@@ -362,9 +368,9 @@ mod tests {
         assert_eq!(p.watermark(), at("40"));
         p.set_statuses(&[PartitionStatus::Active, PartitionStatus::Active]);
         assert_eq!(p.watermark(), at("40"));
-        // De-duplication is per partition: the same id on another partition is new.
+        // De-duplication spans partitions: an id is global.
         feed(&mut p, 1, &[ping("a", "55")]);
-        assert_eq!(p.counters().duplicates, 0);
+        assert_eq!(p.counters().duplicates, 1);
     }
 
     #[test]

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use geo::{Distance, Haversine, Point};
 use rushhour_schemas::time::{MINUTE_MS, window_start};
 use rushhour_schemas::{Event, EventType};
 
@@ -33,10 +32,20 @@ pub struct RiderOperator {
     minutes: BTreeMap<i64, HashMap<Box<str>, RiderAgg>>,
 }
 
-/// Haversine distance in metres on the contract's sphere (radius 6 371 008.8 m, the
-/// mean earth radius that `geo` uses).
+/// The contract's earth radius (the IUGG mean radius), metres.
+pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+/// Haversine distance in metres on the contract's sphere.
+///
+/// Written out rather than taken from `geo` (which the generator uses) because the
+/// haversine term must be clamped to [0, 1]: rounding can push it just past 1 for
+/// near-antipodal points, and `asin` then gives NaN where the answer is πR.
 pub fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    Haversine.distance(Point::new(lon1, lat1), Point::new(lon2, lat2))
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_M * a.clamp(0.0, 1.0).sqrt().asin()
 }
 
 impl RiderOperator {
@@ -110,6 +119,17 @@ impl Operator for RiderOperator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn haversine_is_finite_for_antipodal_points() {
+        for lat in [87.5, 45.25, 0.0, -12.75] {
+            let d = haversine_m(lat, 0.0, -lat, 180.0);
+            assert!(
+                (d - std::f64::consts::PI * EARTH_RADIUS_M).abs() < 1e-3,
+                "{lat}: {d}"
+            );
+        }
+    }
 
     #[test]
     fn haversine_uses_the_contract_radius() {

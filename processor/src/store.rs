@@ -3,13 +3,15 @@
 //!
 //! The three tables share one difficulty: a delivery's duration needs the order's
 //! earliest accepted placement (and, for `deliveries`, its earliest pickup), which may
-//! arrive *after* the delivery. A delivery is therefore *pending* until its inputs are
-//! final — both known and at or behind the watermark, so no accepted event can still
-//! lower them — or until the order's state expires (its TTL of event time, default
-//! 6 h) or the input ends. A window whose pending deliveries are unresolved waits for
-//! them even when the watermark has passed its end: the promise is that every row
-//! equals the batch answer, so a row is written once, when it can no longer change.
-//! In ordinary streams (placed → picked up → delivered) nothing waits beyond the
+//! arrive *after* the delivery. A known minimum is final once it is at or behind the
+//! watermark, since no accepted event can be earlier than the watermark. So a delivery
+//! counts in its `store_minute` and `store_delivery_5m` windows once its placement is
+//! final, and its `deliveries` row is written once placement and pickup are final —
+//! or, failing that, when the order's state expires (its TTL of event time, default
+//! 6 h, the join's horizon) or the input ends. A window holding an uncounted delivery
+//! waits for it even when the watermark has passed its end: every row is written once,
+//! when it can no longer change, so the stream answer equals the batch answer. In
+//! ordinary streams (placed → picked up → delivered) nothing waits beyond the
 //! watermark.
 
 use std::cmp::Reverse;
@@ -31,6 +33,8 @@ struct Pending {
     delivered_at: i64,
     store: Arc<str>,
     rider: Box<str>,
+    /// Whether its duration has gone into its windows (once the placement was final).
+    counted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -102,13 +106,25 @@ impl StoreOperator {
         s
     }
 
-    /// When the order's pending deliveries can be resolved, or its state expires.
+    /// When something about the order can next become final: a pending delivery's
+    /// window contribution (needs the placement), its `deliveries` row (placement and
+    /// pickup), or the expiry of the whole order.
     fn due(ttl_ms: i64, o: &OrderState) -> i64 {
         let expiry = o.last_seen.saturating_add(ttl_ms).saturating_add(1);
-        match (o.pending.is_empty(), o.placed, o.picked_up) {
-            (false, Some(p), Some(u)) => p.max(u).min(expiry),
-            _ => expiry,
+        let Some(placed) = o.placed else {
+            return expiry;
+        };
+        if o.pending.is_empty() {
+            return expiry;
         }
+        let mut due = expiry;
+        if o.pending.iter().any(|d| !d.counted) {
+            due = due.min(placed);
+        }
+        if let Some(picked_up) = o.picked_up {
+            due = due.min(placed.max(picked_up));
+        }
+        due
     }
 
     fn slide_starts(t: i64) -> impl Iterator<Item = i64> {
@@ -116,28 +132,24 @@ impl StoreOperator {
         (0..SLIDE_SIZE_MS / SLIDE_STEP_MS).map(move |k| last - k * SLIDE_STEP_MS)
     }
 
-    fn resolve(
-        &mut self,
-        order_id: &str,
+    /// Adds a delivery's duration (if its placement is known) to its windows and
+    /// releases their hold on it.
+    fn count_in_windows(
+        minutes: &mut BTreeMap<i64, HashMap<Arc<str>, MinuteAgg>>,
+        slides: &mut BTreeMap<i64, HashMap<Arc<str>, SlideAgg>>,
+        d: &Pending,
         placed: Option<i64>,
-        picked_up: Option<i64>,
-        p: Pending,
-        out: &mut Curated,
     ) {
-        let total = placed.map(|pl| p.delivered_at - pl);
-        let minute = window_start(p.delivered_at, MINUTE_MS);
-        if let Some(agg) = self
-            .minutes
-            .get_mut(&minute)
-            .and_then(|m| m.get_mut(&p.store))
-        {
+        let total = placed.map(|pl| d.delivered_at - pl);
+        let minute = window_start(d.delivered_at, MINUTE_MS);
+        if let Some(agg) = minutes.get_mut(&minute).and_then(|m| m.get_mut(&d.store)) {
             agg.pending -= 1;
             if let Some(ms) = total {
                 agg.delivery_ms.push(ms);
             }
         }
-        for s in Self::slide_starts(p.delivered_at) {
-            if let Some(agg) = self.slides.get_mut(&s).and_then(|m| m.get_mut(&p.store)) {
+        for s in Self::slide_starts(d.delivered_at) {
+            if let Some(agg) = slides.get_mut(&s).and_then(|m| m.get_mut(&d.store)) {
                 agg.pending -= 1;
                 if let Some(ms) = total {
                     agg.total_ms_sum += ms;
@@ -145,14 +157,6 @@ impl StoreOperator {
                 }
             }
         }
-        out.deliveries.push(DeliveryRow {
-            order_id: order_id.into(),
-            store_id: p.store,
-            rider_id: p.rider,
-            placed_at: placed,
-            picked_up_at: picked_up,
-            delivered_at: p.delivered_at,
-        });
     }
 
     fn fire_timers(&mut self, wm: i64, out: &mut Curated) {
@@ -170,21 +174,32 @@ impl StoreOperator {
                 continue; // superseded by an earlier timer
             }
             let expired = wm > order.last_seen.saturating_add(self.ttl_ms);
-            let resolvable =
-                order.placed.is_some_and(|p| p <= wm) && order.picked_up.is_some_and(|u| u <= wm);
+            // No accepted event can be earlier than the watermark: a known minimum at
+            // or behind it is final.
+            let placed_final = order.placed.is_some_and(|p| p <= wm);
+            let row_final = placed_final && order.picked_up.is_some_and(|u| u <= wm);
             let (placed, picked_up) = (order.placed, order.picked_up);
-            let pending = if expired || resolvable {
-                std::mem::take(&mut order.pending)
-            } else {
-                Vec::new()
-            };
+            if expired || placed_final {
+                for d in order.pending.iter_mut().filter(|d| !d.counted) {
+                    Self::count_in_windows(&mut self.minutes, &mut self.slides, d, placed);
+                    d.counted = true;
+                }
+            }
+            if expired || row_final {
+                for d in std::mem::take(&mut order.pending) {
+                    out.deliveries.push(DeliveryRow {
+                        order_id: id.clone(),
+                        store_id: d.store,
+                        rider_id: d.rider,
+                        placed_at: placed,
+                        picked_up_at: picked_up,
+                        delivered_at: d.delivered_at,
+                    });
+                }
+            }
             if expired {
                 self.orders.remove(&id);
-            }
-            for p in pending {
-                self.resolve(&id, placed, picked_up, p, out);
-            }
-            if !expired && let Some(order) = self.orders.get_mut(&id) {
+            } else {
                 let next = Self::due(self.ttl_ms, order);
                 order.timer = next;
                 self.timers.push(Reverse((next, id)));
@@ -313,6 +328,7 @@ impl Operator for StoreOperator {
                 delivered_at: t,
                 store,
                 rider: ev.rider_id.as_deref().unwrap_or_default().into(),
+                counted: false,
             }),
             _ => {}
         }
@@ -332,5 +348,83 @@ impl Operator for StoreOperator {
         self.orders.len()
             + self.minutes.values().map(HashMap::len).sum::<usize>()
             + self.slides.values().map(HashMap::len).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_795_262_400_000; // 12:00
+
+    fn ev(kind: EventType, order: &str, secs: i64) -> Event<'static> {
+        let mut e = Event::new(format!("{order}-{secs}"), kind, T0 + secs * 1000);
+        e.order_id = Some(order.to_owned().into());
+        e.store_id = Some("s".into());
+        e.rider_id = Some("r".into());
+        e.total_cents = Some(100);
+        e.items = Some(vec![]);
+        e
+    }
+
+    #[test]
+    fn windows_need_only_the_placement_rows_need_the_pickup_too() {
+        let mut op = StoreOperator::new(6 * 3_600_000);
+        let mut out = Curated::default();
+        op.process(&ev(EventType::OrderPlaced, "o", 0));
+        op.process(&ev(EventType::OrderDelivered, "o", 600));
+        op.on_watermark(T0 + 700_000, &mut out);
+        // The minute 12:10 is final without a pickup; the deliveries row is not.
+        let minute = out
+            .store_minute
+            .iter()
+            .find(|r| r.window_start == T0 + 600_000)
+            .unwrap();
+        assert_eq!(minute.delivery_ms, vec![600_000]);
+        assert!(out.deliveries.is_empty());
+        // A pickup that arrives later still counts in the row.
+        op.process(&ev(EventType::OrderPickedUp, "o", 800));
+        op.on_watermark(T0 + 900_000, &mut out);
+        assert_eq!(out.deliveries.len(), 1);
+        assert_eq!(out.deliveries[0].picked_up_at, Some(T0 + 800_000));
+    }
+
+    #[test]
+    fn a_window_waits_for_a_placement_that_arrives_after_the_delivery() {
+        let mut op = StoreOperator::new(6 * 3_600_000);
+        let mut out = Curated::default();
+        op.process(&ev(EventType::OrderDelivered, "o", 60));
+        op.on_watermark(T0 + 300_000, &mut out);
+        assert!(
+            out.store_minute
+                .iter()
+                .all(|r| r.window_start != T0 + 60_000),
+            "held for the join"
+        );
+        op.process(&ev(EventType::OrderPlaced, "o", 400)); // after the delivery: odd but accepted
+        op.on_watermark(T0 + 500_000, &mut out);
+        let minute = out
+            .store_minute
+            .iter()
+            .find(|r| r.window_start == T0 + 60_000)
+            .unwrap();
+        assert_eq!(minute.delivery_ms, vec![-340_000]);
+    }
+
+    #[test]
+    fn order_state_expires_after_its_ttl() {
+        let mut op = StoreOperator::new(60_000);
+        let mut out = Curated::default();
+        op.process(&ev(EventType::OrderPlaced, "o", 0));
+        op.process(&ev(EventType::OrderDelivered, "p", 0));
+        assert_eq!(op.open_orders(), 2);
+        op.on_watermark(T0 + 61_000, &mut out);
+        assert_eq!(op.open_orders(), 0);
+        assert_eq!(
+            out.deliveries.len(),
+            1,
+            "the orphan delivery is written at expiry"
+        );
+        assert_eq!(out.deliveries[0].placed_at, None);
     }
 }

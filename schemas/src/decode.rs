@@ -33,13 +33,57 @@ fn invalid<T>(reason: impl Into<String>) -> Result<T, Invalid> {
 }
 
 /// Whether a line holds a record at all: empty and whitespace-only lines are not
-/// records (CONTRACT §1) and are neither read nor counted.
+/// records (CONTRACT §1) and are neither read nor counted. Whitespace is Unicode's
+/// (what `strip()` removes in most languages), not only JSON's four characters.
 pub fn is_blank(line: &[u8]) -> bool {
-    line.iter().all(|b| b.is_ascii_whitespace())
+    if line.iter().all(|&b| b.is_ascii_whitespace() || b == 0x0b) {
+        return true;
+    }
+    if line.is_ascii() {
+        return false;
+    }
+    std::str::from_utf8(line).is_ok_and(|s| s.chars().all(char::is_whitespace))
+}
+
+/// Whether well-formed JSON text has a `\u` escape of a lone surrogate anywhere (keys,
+/// values, unknown fields). In valid JSON backslashes occur only inside strings, so a
+/// byte scan suffices.
+fn has_lone_surrogate(json: &[u8]) -> bool {
+    let hex = |at: usize| -> Option<u32> {
+        let digits = json.get(at..at + 4)?;
+        u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    while let Some(found) = memchr::memchr(b'\\', &json[i..]) {
+        let at = i + found;
+        if json.get(at + 1) != Some(&b'u') {
+            i = at + 2; // a two-character escape such as \\ or \"
+            continue;
+        }
+        let Some(code) = hex(at + 2) else { return true };
+        i = at + 6;
+        if (0xDC00..0xE000).contains(&code) {
+            return true;
+        }
+        if (0xD800..0xDC00).contains(&code) {
+            let low = if json.get(i..i + 2) == Some(b"\\u".as_slice()) {
+                hex(i + 2)
+            } else {
+                None
+            };
+            match low {
+                Some(low) if (0xDC00..0xE000).contains(&low) => i += 6,
+                _ => return true,
+            }
+        }
+    }
+    false
 }
 
 /// Decodes and validates one record.
 pub fn decode(record: &[u8]) -> Result<Event<'_>, Invalid> {
+    // A byte-order mark is not part of the record (some editors start files with one).
+    let record = record.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(record);
     let text = match std::str::from_utf8(record) {
         Ok(text) => text,
         Err(e) => return invalid(format!("invalid UTF-8 at byte {}", e.valid_up_to())),
@@ -60,14 +104,10 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, Invalid> {
         Err(e) => return invalid(format!("invalid JSON: {e}")),
     };
     // Unknown fields were skipped without decoding their strings, so a lone surrogate
-    // escape there would pass unseen; decoding the whole record catches it. Records
-    // with `\u` escapes are rare, so the common path never pays for this.
-    if memchr::memmem::find(record, b"\\u").is_some()
-        && let Err(e) = serde_json::from_str::<serde_json::Value>(text)
-    {
-        return invalid(format!(
-            "invalid JSON string (a lone surrogate or a bad \\u escape): {e}"
-        ));
+    // escape there would pass unseen: scan for one (the contract makes such a record
+    // invalid). Records with `\u` escapes are rare, so the common path never pays.
+    if memchr::memmem::find(record, b"\\u").is_some() && has_lone_surrogate(record) {
+        return invalid("invalid JSON: a string has a lone surrogate \\u escape");
     }
     fields.into_event()
 }
@@ -496,6 +536,16 @@ mod tests {
         let lone = PLACED.replace(r#""store_id":"s1""#, r#""store_id":"s\ud800""#);
         let reason = decode(lone.as_bytes()).unwrap_err().0;
         assert!(reason.contains("surrogate"), "{reason}");
+        // A trailing surrogate alone, and an escaped backslash before `u` (no escape).
+        let trailing = PLACED.replace(r#""extra":{"#, r#""n":"\udc00","extra":{"#);
+        assert!(decode(trailing.as_bytes()).is_err());
+        let escaped = PLACED.replace(r#""extra":{"#, r#""n":"\\ud800","extra":{"#);
+        assert!(decode(escaped.as_bytes()).is_ok());
+        // Escapes do not make foreign fields stricter.
+        let foreign = PLACED.replace(r#""extra":{"#, r#""n":"caf\u00e9","big":1e999,"extra":{"#);
+        assert!(decode(foreign.as_bytes()).is_ok());
+        // A byte-order mark is not part of the record.
+        assert!(decode(format!("\u{feff}{PLACED}").as_bytes()).is_ok());
         let unknown = PLACED.replace(r#""extra":{"#, r#""note":"\ud83d","extra":{"#);
         assert!(decode(unknown.as_bytes()).is_err());
         // A proper pair is fine.
@@ -517,5 +567,8 @@ mod tests {
         assert!(is_blank(b""));
         assert!(is_blank(b" \t\r"));
         assert!(!is_blank(b" {}"));
+        assert!(is_blank(b"\x0b\x0c"));
+        assert!(is_blank("\u{a0}\u{2028}".as_bytes()));
+        assert!(!is_blank(b"\xff"));
     }
 }

@@ -13,6 +13,11 @@ pub const HOUR_MS: i64 = 3_600_000;
 /// Milliseconds in one day.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// 0000-01-01T00:00:00.000Z, the first instant RFC 3339 can write.
+pub const MIN_MS: i64 = -62_167_219_200_000;
+/// 9999-12-31T23:59:59.999Z, the last.
+pub const MAX_MS: i64 = 253_402_300_799_999;
+
 /// Parses an RFC 3339 date-time into epoch milliseconds (UTC).
 ///
 /// Returns `None` for anything that is not a valid RFC 3339 date-time, for a leap
@@ -21,7 +26,8 @@ pub fn parse_rfc3339_millis(text: &str) -> Option<i64> {
     // chrono accepts a space between date and time; RFC 3339's grammar does not, and
     // neither do we (its prose allows it only "by mutual agreement").
     let bytes = text.as_bytes();
-    if bytes.len() < 20 || !matches!(bytes[10], b'T' | b't') {
+    // RFC 3339 is ASCII; chrono would also take a Unicode minus sign in the offset.
+    if bytes.len() < 20 || !text.is_ascii() || !matches!(bytes[10], b'T' | b't') {
         return None;
     }
     let parsed = DateTime::parse_from_rfc3339(text).ok()?;
@@ -29,7 +35,9 @@ pub fn parse_rfc3339_millis(text: &str) -> Option<i64> {
     if parsed.nanosecond() >= 1_000_000_000 {
         return None;
     }
-    Some(parsed.timestamp_millis())
+    // An offset can push a date outside the four-digit years RFC 3339 can write.
+    let ms = parsed.timestamp_millis();
+    (MIN_MS..=MAX_MS).contains(&ms).then_some(ms)
 }
 
 /// Formats epoch milliseconds as RFC 3339 UTC with millisecond precision,
@@ -168,10 +176,18 @@ mod tests {
             "yesterday",
             "2026-11-21T12:00:00.Z",
             "",
+            "2026-11-21T12:00:00\u{2212}05:00",
+            "0000-01-01T00:00:00+01:00",
+            "9999-12-31T23:30:00-01:00",
         ] {
             assert_eq!(parse_rfc3339_millis(bad), None, "{bad}");
         }
         assert!(parse_rfc3339_millis("2024-02-29T00:00:00Z").is_some());
+        assert_eq!(parse_rfc3339_millis("0000-01-01T00:00:00Z"), Some(MIN_MS));
+        assert_eq!(
+            parse_rfc3339_millis("9999-12-31T23:59:59.999Z"),
+            Some(MAX_MS)
+        );
     }
 
     #[test]

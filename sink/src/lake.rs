@@ -44,7 +44,13 @@ impl Lake {
         if url.contains("://") && !url.starts_with("file://") {
             return Err(LakeError::Unsupported(url.to_owned()));
         }
-        let dir = url.strip_prefix("file://").unwrap_or(url);
+        // The same spellings `rushhour query` takes: PATH, file:PATH, file:///PATH,
+        // file://localhost/PATH.
+        let dir = url
+            .strip_prefix("file://localhost")
+            .or_else(|| url.strip_prefix("file://"))
+            .or_else(|| url.strip_prefix("file:"))
+            .unwrap_or(url);
         if dir.is_empty() {
             return Err(LakeError::Local {
                 path: url.to_owned(),

@@ -9,6 +9,9 @@ use rushhour_producer::{Knobs, Report, RunLimits, SimConfig, generate, open_sink
 use crate::cli::GenerateArgs;
 use crate::progress::{human, spinner};
 
+/// Orders generated when neither --orders nor --duration is given.
+pub const DEFAULT_ORDERS: u64 = 1000;
+
 fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -38,8 +41,11 @@ pub fn run_generate(
     quiet: bool,
 ) -> anyhow::Result<Report> {
     let config = sim_config(args);
+    let orders = args
+        .orders
+        .or(args.duration.is_none().then_some(DEFAULT_ORDERS));
     let limits = RunLimits {
-        orders: args.orders,
+        orders,
         rate: args.rate,
         duration: args.duration,
     };

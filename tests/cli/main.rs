@@ -108,7 +108,11 @@ fn bad_arguments_are_usage_errors() {
         2,
         "unknown scheme",
     );
-    fails(&["generate", "--to", "file:x"], 2, "--orders");
+    fails(
+        &["generate", "--to", "file:x", "--rate", "10"],
+        2,
+        "--duration",
+    );
     fails(
         &[
             "generate",

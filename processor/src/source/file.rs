@@ -180,7 +180,10 @@ impl Source for FileSource {
             self.pending.resize(old + self.batch_bytes, 0);
             let got = match self.input.read(&mut self.pending[old..]) {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    self.pending.truncate(old);
+                    continue; // a signal, not the end of the input
+                }
                 Err(source) => {
                     self.pending.truncate(old);
                     return Err(SourceError::Io {

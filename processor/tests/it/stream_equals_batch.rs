@@ -140,6 +140,9 @@ fn arb_stream() -> impl Strategy<Value = (Vec<(u32, String)>, u32, Vec<usize>)> 
                 if r % 13 == 0 {
                     lines.push((part, e.json())); // a duplicate
                 }
+                if r % 19 == 0 {
+                    lines.push(((part + 1) % partitions, e.json())); // one on another partition
+                }
                 if r % 17 == 0 {
                     lines.push((
                         part,
@@ -159,7 +162,7 @@ fn classify(
 ) -> (Vec<serde_json::Value>, Vec<(serde_json::Value, i64)>) {
     let mut wm = vec![i64::MIN; partitions as usize];
     let mut effective = i64::MIN;
-    let mut seen: Vec<HashSet<String>> = vec![HashSet::new(); partitions as usize];
+    let mut seen: HashSet<String> = HashSet::new();
     let (mut accepted, mut late) = (Vec::new(), Vec::new());
     for (p, line) in lines {
         let p = *p as usize;
@@ -170,7 +173,7 @@ fn classify(
             continue; // the invalid line
         }
         let id = v["event_id"].as_str().unwrap().to_owned();
-        if !seen[p].insert(id) {
+        if !seen.insert(id) {
             continue;
         }
         let time = rushhour_schemas::time::parse_rfc3339_millis(v["event_time"].as_str().unwrap())
