@@ -60,6 +60,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+fn parse_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not a pipeline name: use 1-64 letters, digits, - or _"
+        ))
+    }
+}
+
 fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
     text.parse::<Endpoint>().map_err(|e| e.to_string())
 }
@@ -157,9 +172,20 @@ pub struct ProcessArgs {
     /// A partition with nothing new for this long stops holding the watermark back.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub idle_timeout: Duration,
-    /// Publish the lake files of the current epoch this often.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
-    pub commit_interval: Duration,
+    /// Where checkpoints go (a directory). Default: LAKE/_checkpoints/NAME. Restarted
+    /// with the same checkpoint, a run continues exactly where the last one committed.
+    #[arg(long)]
+    pub checkpoint: Option<String>,
+    /// Take a checkpoint (and publish the epoch's lake files) this often.
+    #[arg(long, alias = "commit-interval", value_parser = parse_duration, default_value = "10s")]
+    pub checkpoint_interval: Duration,
+    /// Checkpoints kept; older ones are deleted.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub retain_checkpoints: u32,
+    /// The pipeline's name: it keys the default checkpoint directory and the staging
+    /// area. Default: made from the source URL, so each source has its own checkpoints.
+    #[arg(long, value_parser = parse_name)]
+    pub name: Option<String>,
     /// No progress display.
     #[arg(long, short)]
     pub quiet: bool,

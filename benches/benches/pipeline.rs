@@ -92,7 +92,7 @@ fn bench(c: &mut Criterion) {
                 let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
                 (
                     dir,
-                    ParquetSink::new(lake, "bench", SinkOptions::default()).unwrap(),
+                    ParquetSink::new(lake, "bench", "bench", SinkOptions::default()).unwrap(),
                     outputs.clone(),
                 )
             },

@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, HashSet};
 
 use rushhour_schemas::time::HOUR_MS;
+use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
 /// A set of recently seen event ids.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Dedup {
     seen: HashSet<u128, BuildIdentity>,
     by_hour: BTreeMap<i64, Vec<u128>>,

@@ -7,8 +7,10 @@
 //! - [`operator`], [`store`], [`rider`]: the windowed operators and the delivery join;
 //!   pure, driven by accepted events and watermarks.
 //! - [`sink`]: the [`LakeSink`](sink::LakeSink) trait — stage, then publish.
+//! - [`checkpoint`]: checkpoints and the commit protocol that makes recovery exact.
 //! - [`runtime`]: drives a source through the pipeline into a sink, in epochs.
 
+pub mod checkpoint;
 pub mod dedup;
 pub mod operator;
 pub mod output;
@@ -19,7 +21,8 @@ pub mod sink;
 pub mod source;
 pub mod store;
 
+pub use checkpoint::{CheckpointStore, Checkpointer, Manifest, Restored};
 pub use output::TableBatch;
 pub use pipeline::{Counters, Pipeline, PipelineConfig};
-pub use runtime::{Progress, RunOptions, RunReport, RuntimeError, run};
+pub use runtime::{Progress, RunOptions, RunReport, RuntimeError, Start, failpoint, recover, run};
 pub use sink::{BoxError, LakeSink, StagedFile};

@@ -23,8 +23,28 @@ pub trait Operator: Send {
         self.on_watermark(i64::MAX, out);
     }
 
+    /// The operator's whole state, encoded (for checkpoints).
+    fn snapshot(&self) -> Result<Vec<u8>, StateError>;
+
+    /// Replaces the state with one taken by [`snapshot`](Operator::snapshot).
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError>;
+
     /// Entries of state held (windows, orders, …), for progress and memory reports.
     fn state_entries(&self) -> usize;
+}
+
+/// Encoding or decoding operator state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The bytes are not a state of this version.
+    #[error("state encoding: {0}")]
+    Encoding(#[from] postcard::Error),
+    /// Compression failed or the bytes are not zstd.
+    #[error("state compression: {0}")]
+    Compression(#[from] std::io::Error),
+    /// The state does not fit this pipeline.
+    #[error("state does not fit: {0}")]
+    Mismatch(String),
 }
 
 /// A `store_minute` row (CONTRACT §4). Delivery durations are kept in integer

@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use rushhour_schemas::time::{MINUTE_MS, window_start};
 use rushhour_schemas::{Event, EventType};
+use serde::{Deserialize, Serialize};
 
-use crate::operator::{Curated, Operator, RiderMinuteRow};
+use crate::operator::{Curated, Operator, RiderMinuteRow, StateError};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Ping {
     time: i64,
     event_id: Box<str>,
@@ -20,14 +21,14 @@ struct Ping {
     speed: Option<f64>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RiderAgg {
     pings: Vec<Ping>,
     deliveries: i64,
 }
 
 /// The rider-side operator.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RiderOperator {
     minutes: BTreeMap<i64, HashMap<Box<str>, RiderAgg>>,
 }
@@ -109,6 +110,15 @@ impl Operator for RiderOperator {
                 });
             }
         }
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, StateError> {
+        Ok(postcard::to_stdvec(self)?)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        *self = postcard::from_bytes(bytes)?;
+        Ok(())
     }
 
     fn state_entries(&self) -> usize {

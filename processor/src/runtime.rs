@@ -6,7 +6,9 @@
 //!
 //! Every `commit_interval` the runtime closes an epoch: it hands over everything the
 //! pipeline holds for the sink, asks the sink to complete the epoch's files in staging,
-//! and publishes them.
+//! commits a checkpoint (state, source positions, the staged files), and only then
+//! publishes the files. See [`crate::checkpoint`] for why that order makes recovery
+//! exact.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +16,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::checkpoint::{CheckpointError, Checkpointer, Restored};
+use crate::operator::StateError;
 use crate::output::TableBatch;
 use crate::pipeline::{Counters, Pipeline};
 use crate::sink::{BoxError, LakeSink, StagedFile};
@@ -28,6 +32,12 @@ pub enum RuntimeError {
     /// The sink failed.
     #[error("writing the lake failed: {0}")]
     Sink(BoxError),
+    /// Checkpointing failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// Encoding or restoring state failed.
+    #[error("pipeline state: {0}")]
+    State(#[from] StateError),
     /// Building Arrow batches failed (a bug: the schemas are fixed).
     #[error("internal error building Arrow batches: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -72,10 +82,14 @@ pub struct Progress {
 /// What a finished run did.
 #[derive(Debug, Clone)]
 pub struct RunReport {
-    /// Final counts.
+    /// Final counts (including what earlier runs counted, after a restore).
     pub counters: Counters,
-    /// Epochs committed.
+    /// Epochs committed by this run.
     pub epochs: u64,
+    /// The number of the last epoch.
+    pub last_epoch: u64,
+    /// The last checkpoint's size and duration (zero without checkpoints).
+    pub checkpoint: CheckpointStats,
     /// Files published.
     pub files: u64,
     /// Whether the input ended (as opposed to a stop request).
@@ -86,7 +100,8 @@ pub struct RunReport {
 
 enum SinkMsg {
     Write(TableBatch),
-    Commit(u64, SyncSender<Result<Vec<StagedFile>, BoxError>>),
+    Prepare(u64, SyncSender<Result<Vec<StagedFile>, BoxError>>),
+    Publish(Vec<StagedFile>, SyncSender<Result<(), BoxError>>),
 }
 
 struct SinkThread {
@@ -103,10 +118,16 @@ impl SinkThread {
                 for msg in rx {
                     match msg {
                         SinkMsg::Write(batch) => sink.write(batch)?,
-                        SinkMsg::Commit(epoch, reply) => {
-                            let result = sink
-                                .prepare_commit(epoch)
-                                .and_then(|files| sink.publish(&files).map(|()| files));
+                        SinkMsg::Prepare(epoch, reply) => {
+                            let result = sink.prepare_commit(epoch);
+                            let failed = result.is_err();
+                            let _ = reply.send(result);
+                            if failed {
+                                return Ok(());
+                            }
+                        }
+                        SinkMsg::Publish(files, reply) => {
+                            let result = sink.publish(&files);
                             let failed = result.is_err();
                             let _ = reply.send(result);
                             if failed {
@@ -152,17 +173,17 @@ impl SinkThread {
         Ok(())
     }
 
-    fn commit(&mut self, epoch: u64) -> Result<Vec<StagedFile>, RuntimeError> {
+    fn ask<T>(
+        &mut self,
+        msg: impl FnOnce(SyncSender<Result<T, BoxError>>) -> SinkMsg,
+    ) -> Result<T, RuntimeError> {
         let (reply_tx, reply_rx) = sync_channel(1);
-        let sent = self
-            .tx
-            .as_ref()
-            .map(|tx| tx.send(SinkMsg::Commit(epoch, reply_tx)));
+        let sent = self.tx.as_ref().map(|tx| tx.send(msg(reply_tx)));
         if !matches!(sent, Some(Ok(()))) {
             return Err(self.failure());
         }
         match reply_rx.recv() {
-            Ok(Ok(files)) => Ok(files),
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(RuntimeError::Sink(e)),
             Err(_) => Err(self.failure()),
         }
@@ -178,26 +199,77 @@ impl SinkThread {
     }
 }
 
-fn now_ms() -> i64 {
+/// Wall-clock time, epoch ms.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Crash injection for recovery tests: the process aborts (like `kill -9`) when the
+/// environment variable `RUSHHOUR_FAILPOINT` names this point. Points: `epoch-staged`,
+/// `checkpoint-state-written`, `checkpoint-committed`, `mid-publish`, `epoch-published`.
+pub fn failpoint(name: &str) {
+    if std::env::var_os("RUSHHOUR_FAILPOINT").is_some_and(|v| v == name) {
+        std::process::abort();
+    }
+}
+
+/// Start-up recovery, after the newest good checkpoint has been read (see
+/// [`Checkpointer::latest`]) and the source reopened at its positions: restores the
+/// pipeline's state, finishes publishing the checkpoint's files (idempotently), and
+/// deletes what was staged for epochs that never committed. Returns the number of
+/// the next epoch.
+pub fn recover(
+    restored: Option<&Restored>,
+    pipeline: &mut Pipeline,
+    source: &mut dyn Source,
+    sink: &mut dyn LakeSink,
+) -> Result<u64, RuntimeError> {
+    let mut next_epoch = 1;
+    if let Some(Restored { manifest, state }) = restored {
+        pipeline.restore(state)?;
+        source.set_cursor(manifest.cursor);
+        sink.publish(&manifest.staged).map_err(RuntimeError::Sink)?;
+        next_epoch = manifest.epoch + 1;
+    }
+    let cleaned = sink.clean_staging().map_err(RuntimeError::Sink)?;
+    if cleaned > 0 {
+        tracing::info!(
+            files = cleaned,
+            "deleted files staged for epochs that never committed"
+        );
+    }
+    Ok(next_epoch)
+}
+
+/// Where a run starts: the first epoch number and the checkpointer, if any.
+pub struct Start<'a> {
+    /// Number of the first epoch (1 on a fresh start, the checkpoint's + 1 after one).
+    pub epoch: u64,
+    /// Checkpoints to take at the end of every epoch.
+    pub checkpointer: Option<&'a Checkpointer>,
+}
+
 /// Runs `pipeline` over `source` into `sink` until the source ends or a stop is
-/// requested. At the end of a bounded source every window is flushed.
+/// requested. At the end of a bounded source every window is flushed. Every epoch ends
+/// with stage → checkpoint → publish; the last one too, so a stopped or finished run
+/// can be resumed.
 pub fn run(
     source: &mut dyn Source,
     pipeline: &mut Pipeline,
     sink: Box<dyn LakeSink>,
     opts: &RunOptions,
+    start: Start<'_>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<RunReport, RuntimeError> {
     let started = Instant::now();
     let mut sink = SinkThread::start(sink);
     let mut batch = SourceBatch::default();
-    let mut epoch = 1u64;
+    let first_epoch = start.epoch;
+    let mut epoch = start.epoch;
     let mut files = 0u64;
+    let mut checkpoint = CheckpointStats::default();
     let mut last_commit = Instant::now();
     let mut last_progress = Instant::now();
     let mut ended = false;
@@ -208,6 +280,43 @@ pub fn run(
         epochs,
         elapsed: started.elapsed(),
     };
+    let mut close_epoch =
+        |sink: &mut SinkThread, source: &dyn Source, pipeline: &mut Pipeline, epoch: u64| {
+            sink.send(pipeline.take_output(true)?)?;
+            let staged = sink.ask(|reply| SinkMsg::Prepare(epoch, reply))?;
+            failpoint("epoch-staged");
+            if let Some(cp) = start.checkpointer {
+                let t = Instant::now();
+                let state = pipeline.snapshot()?;
+                cp.commit(
+                    epoch,
+                    &state,
+                    source.positions(),
+                    source.cursor(),
+                    pipeline.counters(),
+                    staged.clone(),
+                    now_ms(),
+                )?;
+                checkpoint = CheckpointStats {
+                    bytes: state.len() as u64,
+                    duration: t.elapsed(),
+                };
+                tracing::debug!(
+                    epoch,
+                    bytes = state.len(),
+                    ms = t.elapsed().as_secs_f64() * 1e3,
+                    "checkpoint committed"
+                );
+                failpoint("checkpoint-committed");
+            }
+            let n = staged.len() as u64;
+            sink.ask(|reply| SinkMsg::Publish(staged, reply))?;
+            failpoint("epoch-published");
+            if let Some(cp) = start.checkpointer {
+                cp.prune()?;
+            }
+            Ok::<u64, RuntimeError>(n)
+        };
     while !opts.stop.load(Ordering::Relaxed) {
         match source.poll(&mut batch)? {
             Poll::Records => {
@@ -223,32 +332,39 @@ pub fn run(
             Poll::Ended => {
                 pipeline.flush_all();
                 ended = true;
+                break;
             }
         }
-        sink.send(pipeline.take_output(ended)?)?;
-        if ended {
-            break;
-        }
+        sink.send(pipeline.take_output(false)?)?;
         if last_commit.elapsed() >= opts.commit_interval {
-            sink.send(pipeline.take_output(true)?)?;
-            files += sink.commit(epoch)?.len() as u64;
+            files += close_epoch(&mut sink, source, pipeline, epoch)?;
             epoch += 1;
             last_commit = Instant::now();
         }
         if last_progress.elapsed() >= Duration::from_millis(200) {
-            progress(&report(pipeline, epoch - 1));
+            progress(&report(pipeline, epoch - first_epoch));
             last_progress = Instant::now();
         }
     }
-    sink.send(pipeline.take_output(true)?)?;
-    files += sink.commit(epoch)?.len() as u64;
+    files += close_epoch(&mut sink, source, pipeline, epoch)?;
     sink.close()?;
-    progress(&report(pipeline, epoch));
+    progress(&report(pipeline, epoch + 1 - first_epoch));
     Ok(RunReport {
         counters: pipeline.counters(),
-        epochs: epoch,
+        epochs: epoch + 1 - first_epoch,
+        last_epoch: epoch,
         files,
         ended,
+        checkpoint,
         elapsed: started.elapsed(),
     })
+}
+
+/// Size and duration of a checkpoint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckpointStats {
+    /// Bytes of the (compressed) state.
+    pub bytes: u64,
+    /// Time to encode and commit it.
+    pub duration: Duration,
 }

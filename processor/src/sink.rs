@@ -13,7 +13,7 @@ use rushhour_schemas::Table;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A complete file written for an epoch, not yet visible to readers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StagedFile {
     /// The table it belongs to.
     pub table: Table,
@@ -39,4 +39,8 @@ pub trait LakeSink: Send {
     /// Makes staged files visible at their targets, each atomically. Idempotent: a file
     /// already published (its staged copy gone and its target present) is skipped.
     fn publish(&mut self, files: &[StagedFile]) -> Result<(), BoxError>;
+
+    /// Deletes everything this pipeline has staged: files of epochs whose checkpoint
+    /// never committed. Called at start-up, after re-publishing the last checkpoint.
+    fn clean_staging(&mut self) -> Result<u64, BoxError>;
 }

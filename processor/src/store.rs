@@ -20,15 +20,18 @@ use std::sync::Arc;
 
 use rushhour_schemas::time::{MINUTE_MS, window_start};
 use rushhour_schemas::{Channel, Event, EventType};
+use serde::{Deserialize, Serialize};
 
-use crate::operator::{Curated, DeliveryRow, Operator, StoreDeliveryRow, StoreMinuteRow};
+use crate::operator::{
+    Curated, DeliveryRow, Operator, StateError, StoreDeliveryRow, StoreMinuteRow,
+};
 
 /// Width of a `store_delivery_5m` window.
 pub const SLIDE_SIZE_MS: i64 = 5 * MINUTE_MS;
 /// Step of a `store_delivery_5m` window.
 pub const SLIDE_STEP_MS: i64 = MINUTE_MS;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pending {
     delivered_at: i64,
     store: Arc<str>,
@@ -37,7 +40,7 @@ struct Pending {
     counted: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct OrderState {
     placed: Option<i64>,
     picked_up: Option<i64>,
@@ -47,7 +50,7 @@ struct OrderState {
     timer: i64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct MinuteAgg {
     orders_placed: i64,
     online_orders: i64,
@@ -60,7 +63,7 @@ struct MinuteAgg {
     pending: u32,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SlideAgg {
     deliveries: i64,
     total_ms_sum: i64,
@@ -69,7 +72,7 @@ struct SlideAgg {
 }
 
 /// The store-side operator. See the module docs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoreOperator {
     ttl_ms: i64,
     stores: HashSet<Arc<str>>,
@@ -342,6 +345,15 @@ impl Operator for StoreOperator {
     fn on_watermark(&mut self, watermark: i64, out: &mut Curated) {
         self.fire_timers(watermark, out);
         self.emit_windows(watermark, out);
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, StateError> {
+        Ok(postcard::to_stdvec(self)?)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+        *self = postcard::from_bytes(bytes)?;
+        Ok(())
     }
 
     fn state_entries(&self) -> usize {

@@ -2,7 +2,7 @@
 //! and then published, so that readers never see a partial or uncommitted file.
 //!
 //! Everything goes through `object_store`, with no local-only shortcut: a file is
-//! streamed (multipart) to `_staging/<run>/…` and, once complete and committed, moved
+//! streamed (multipart) to `_staging/<pipeline>/<run>/…` and, once complete and committed, moved
 //! to its place under `raw/` or `curated/` with one `rename` — an atomic rename on a
 //! local disk, a server-side copy then delete on S3, where an object appears whole or
 //! not at all. Publishing tolerates being repeated, which is what lets a restarted
@@ -11,6 +11,7 @@
 //! File names carry the run, the epoch and a sequence number, so two runs never
 //! overwrite each other's files and one epoch's files are easy to find.
 
+mod checkpoints;
 mod lake;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use parquet::file::properties::WriterProperties;
 use rushhour_processor::{BoxError, LakeSink, StagedFile, TableBatch};
 use rushhour_schemas::Table;
 
+pub use checkpoints::ObjectCheckpointStore;
 pub use lake::{Lake, LakeError};
 
 /// Errors of the Parquet sink.
@@ -97,6 +99,7 @@ pub struct ParquetSink {
     lake: Lake,
     rt: tokio::runtime::Runtime,
     run_id: String,
+    pipeline: String,
     epoch: u64,
     seq: u32,
     props: WriterProperties,
@@ -106,8 +109,14 @@ pub struct ParquetSink {
 }
 
 impl ParquetSink {
-    /// A sink into `lake`; `run_id` goes into file names and the staging directory.
-    pub fn new(lake: Lake, run_id: &str, opts: SinkOptions) -> Result<ParquetSink, SinkError> {
+    /// A sink into `lake` for the pipeline named `pipeline`; `run_id` goes into file
+    /// names and the staging directory (`_staging/<pipeline>/<run_id>/`).
+    pub fn new(
+        lake: Lake,
+        pipeline: &str,
+        run_id: &str,
+        opts: SinkOptions,
+    ) -> Result<ParquetSink, SinkError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -121,6 +130,7 @@ impl ParquetSink {
             lake,
             rt,
             run_id: run_id.to_owned(),
+            pipeline: pipeline.to_owned(),
             epoch: 1,
             seq: 0,
             props,
@@ -180,9 +190,10 @@ impl ParquetSink {
                 dir.push('/');
                 dir.push_str(&batch.partition);
             }
-            let staged = self
-                .lake
-                .path(&format!("_staging/{}/{dir}/{name}", self.run_id));
+            let staged = self.lake.path(&format!(
+                "_staging/{}/{}/{dir}/{name}",
+                self.pipeline, self.run_id
+            ));
             let target = self.lake.path(&format!("{dir}/{name}"));
             let out = BufWriter::new(self.store(), staged.clone());
             let writer =
@@ -222,9 +233,40 @@ impl ParquetSink {
         Ok(())
     }
 
+    /// Deletes everything under this pipeline's staging directory.
+    fn delete_staged(&mut self) -> Result<u64, SinkError> {
+        use futures::TryStreamExt;
+        let store = self.store();
+        let prefix = self.lake.path(&format!("_staging/{}", self.pipeline));
+        let listed: Vec<object_store::ObjectMeta> = self
+            .rt
+            .block_on(store.list(Some(&prefix)).try_collect())
+            .map_err(|source| SinkError::Store {
+                op: "list",
+                path: prefix.to_string(),
+                source,
+            })?;
+        for meta in &listed {
+            match self.rt.block_on(store.delete(&meta.location)) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(SinkError::Store {
+                        op: "delete",
+                        path: meta.location.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(listed.len() as u64)
+    }
+
     fn publish_files(&mut self, files: &[StagedFile]) -> Result<(), SinkError> {
         let store = self.store();
-        for f in files {
+        for (k, f) in files.iter().enumerate() {
+            if k == 1 {
+                rushhour_processor::failpoint("mid-publish");
+            }
             let staged = self.lake.path(&f.staged);
             let target = self.lake.path(&f.target);
             match self.rt.block_on(store.rename(&staged, &target)) {
@@ -276,6 +318,10 @@ impl LakeSink for ParquetSink {
 
     fn publish(&mut self, files: &[StagedFile]) -> Result<(), BoxError> {
         Ok(self.publish_files(files)?)
+    }
+
+    fn clean_staging(&mut self) -> Result<u64, BoxError> {
+        Ok(self.delete_staged()?)
     }
 }
 

@@ -52,7 +52,7 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
 fn stage_then_publish_idempotently() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
-    let mut sink = ParquetSink::new(lake, "run1", SinkOptions::default()).unwrap();
+    let mut sink = ParquetSink::new(lake, "p", "run1", SinkOptions::default()).unwrap();
     sink.write(raw_batch(3)).unwrap();
     sink.write(raw_batch(2)).unwrap();
     let files = sink.prepare_commit(1).unwrap();
@@ -90,13 +90,21 @@ fn small_target_size_rolls_files() {
         target_file_bytes: 1,
         ..SinkOptions::default()
     };
-    let mut sink = ParquetSink::new(lake, "r", opts).unwrap();
+    let mut sink = ParquetSink::new(lake, "p", "r", opts).unwrap();
     for _ in 0..3 {
         sink.write(raw_batch(2)).unwrap();
     }
     let files = sink.prepare_commit(1).unwrap();
     assert_eq!(files.len(), 3);
     sink.publish(&files).unwrap();
+    sink.write(raw_batch(1)).unwrap();
+    let _never_committed = sink.prepare_commit(2).unwrap();
+    assert_eq!(sink.clean_staging().unwrap(), 1);
+    assert!(
+        files_under(dir.path())
+            .iter()
+            .all(|f| !f.starts_with("_staging/"))
+    );
     let lost = StagedFile {
         staged: "_staging/x.parquet".into(),
         target: "raw/x.parquet".into(),

@@ -99,7 +99,10 @@ pub fn run(args: &DemoArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         until_end: true,
         order_ttl: Duration::from_secs(6 * 3600),
         idle_timeout: Duration::from_secs(30),
-        commit_interval: Duration::from_secs(10),
+        checkpoint: None,
+        checkpoint_interval: Duration::from_secs(10),
+        retain_checkpoints: 3,
+        name: Some("demo".into()),
         quiet: false,
     };
     eprintln!("2/3 processing into the lake {lake} …");

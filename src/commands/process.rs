@@ -1,12 +1,15 @@
-//! `rushhour process`: a source through the pipeline into the lake.
+//! `rushhour process`: a source through the pipeline into the lake, with checkpoints.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use rushhour_processor::source::{SourceOptions, open_source};
-use rushhour_processor::{Pipeline, PipelineConfig, RunOptions, RunReport, run as run_pipeline};
-use rushhour_sink::{Lake, ParquetSink, SinkOptions};
+use rushhour_processor::{
+    Checkpointer, Pipeline, PipelineConfig, RunOptions, RunReport, Start, recover,
+    run as run_pipeline,
+};
+use rushhour_sink::{Lake, ObjectCheckpointStore, ParquetSink, SinkOptions};
 
 use crate::cli::ProcessArgs;
 use crate::progress::{process_line, spinner};
@@ -15,26 +18,67 @@ fn ms(d: std::time::Duration) -> anyhow::Result<i64> {
     i64::try_from(d.as_millis()).context("duration too large")
 }
 
+/// The default pipeline name of a source: its last path segment, made safe, and a
+/// short hash of the whole URL (`file:/data/day1.jsonl` → `day1-jsonl-3f2a9c1e`).
+pub fn default_name(source: &str) -> String {
+    let tail = source.rsplit(['/', ':']).next().unwrap_or_default();
+    let mut base: String = tail
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(40)
+        .collect();
+    if base.trim_matches('-').is_empty() {
+        base = "source".into();
+    }
+    format!(
+        "{}-{:08x}",
+        base.trim_matches('-'),
+        crc32fast::hash(source.as_bytes())
+    )
+}
+
 /// Runs the processor; returns its report (the caller prints the summary).
 pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<RunReport> {
-    if args.commit_interval.is_zero() {
-        bail!("--commit-interval must be more than zero");
+    if args.checkpoint_interval.is_zero() {
+        bail!("--checkpoint-interval must be more than zero");
+    }
+    let lake = Lake::open(&args.lake)?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&args.from.to_string()));
+    let checkpoint_url = match &args.checkpoint {
+        Some(url) => url.clone(),
+        None => format!("{}/_checkpoints/{name}", lake.url()),
+    };
+    let store = ObjectCheckpointStore::open(&checkpoint_url)
+        .with_context(|| format!("cannot open the checkpoint directory {checkpoint_url}"))?;
+    let source_name = args.from.to_string();
+    let checkpointer = Checkpointer::new(
+        Box::new(store),
+        &name,
+        &source_name,
+        args.retain_checkpoints as usize,
+    );
+    let restored = checkpointer.latest()?;
+    if let Some(r) = &restored {
+        tracing::info!(epoch = r.manifest.epoch, "resuming from checkpoint");
     }
     let source_opts = SourceOptions {
         until_end: args.until_end,
         idle_timeout: args.idle_timeout,
         ..Default::default()
     };
-    let mut source = open_source(&args.from, &source_opts, None)
+    let positions = restored.as_ref().map(|r| r.manifest.positions.as_slice());
+    let mut source = open_source(&args.from, &source_opts, positions)
         .with_context(|| format!("cannot open {}", args.from))?;
-    let lake = Lake::open(&args.lake)?;
     let run_id = format!(
         "{:x}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis()
     );
-    let sink = ParquetSink::new(lake, &run_id, SinkOptions::default())?;
+    let mut sink = ParquetSink::new(lake, &name, &run_id, SinkOptions::default())?;
     let cfg = PipelineConfig {
         lateness_ms: ms(args.lateness)?,
         order_ttl_ms: ms(args.order_ttl)?,
@@ -46,10 +90,21 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
         source.partitions(),
         source.position_style(),
     );
+    let epoch = recover(restored.as_ref(), &mut pipeline, source.as_mut(), &mut sink)
+        .with_context(|| {
+            format!(
+                "recovering from the checkpoint in {}",
+                checkpointer.location()
+            )
+        })?;
     let opts = RunOptions {
-        commit_interval: args.commit_interval,
+        commit_interval: args.checkpoint_interval,
         stop: stop.clone(),
         ..RunOptions::default()
+    };
+    let start = Start {
+        epoch,
+        checkpointer: Some(&checkpointer),
     };
     let bar = spinner(args.quiet);
     let report = run_pipeline(
@@ -57,6 +112,7 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
         &mut pipeline,
         Box::new(sink),
         &opts,
+        start,
         &mut |p| {
             bar.set_message(process_line(p));
         },
@@ -87,12 +143,14 @@ pub fn run(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     #[allow(clippy::print_stderr, clippy::print_stdout)]
     {
         eprintln!(
-            "processed {} records in {:.2}s ({:.0} records/s), published {} files in {} epochs",
+            "processed {} records in {:.2}s ({:.0} records/s), published {} files in {} epochs; last checkpoint {} bytes in {:.1} ms",
             c.read,
             secs,
             c.read as f64 / secs,
             report.files,
-            report.epochs
+            report.epochs,
+            report.checkpoint.bytes,
+            report.checkpoint.duration.as_secs_f64() * 1e3
         );
         if args.until_end || report.ended {
             println!("{}", summary(&report));

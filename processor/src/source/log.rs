@@ -151,6 +151,14 @@ impl Source for LogSource {
             .collect()
     }
 
+    fn cursor(&self) -> u32 {
+        self.next as u32
+    }
+
+    fn set_cursor(&mut self, cursor: u32) {
+        self.next = cursor as usize % self.parts.len().max(1);
+    }
+
     fn positions(&self) -> Vec<String> {
         self.parts
             .iter()

@@ -53,7 +53,7 @@ pub enum Poll {
 }
 
 /// The state of a partition, for the effective watermark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PartitionStatus {
     /// Records may come.
     Active,
@@ -122,6 +122,15 @@ pub trait Source: Send {
     /// Opaque, serialisable position of each partition: where the next record to be
     /// handed over is. Reopening the source there resumes without loss or repetition.
     fn positions(&self) -> Vec<String>;
+
+    /// Which partition's turn is next, so a resumed source interleaves its partitions
+    /// exactly as an uninterrupted one would.
+    fn cursor(&self) -> u32 {
+        0
+    }
+
+    /// Restores [`cursor`](Source::cursor).
+    fn set_cursor(&mut self, _cursor: u32) {}
 }
 
 /// How to read.

@@ -1,0 +1,153 @@
+//! Checkpoints on an object store (a local directory now, S3 later): the
+//! [`CheckpointStore`] the processor commits through.
+//!
+//! The commit point is `put_if_absent`, a create-only put (`PutMode::Create`): atomic on
+//! a local file system (no-clobber link) and on S3 (conditional `If-None-Match`), so no
+//! rename is needed anywhere.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use rushhour_processor::BoxError;
+use rushhour_processor::checkpoint::CheckpointStore;
+
+use crate::lake::{Lake, LakeError};
+
+/// Checkpoints under a prefix of an object store.
+pub struct ObjectCheckpointStore {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    location: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl ObjectCheckpointStore {
+    /// Opens (creating) the checkpoint directory `url`: a local path or `file:` URL.
+    pub fn open(url: &str) -> Result<ObjectCheckpointStore, LakeError> {
+        // A checkpoint directory is opened like a lake root.
+        let lake = Lake::open(url)?;
+        Self::from_lake(&lake)
+    }
+
+    /// Checkpoints at the root of `lake`'s store.
+    pub fn from_lake(lake: &Lake) -> Result<ObjectCheckpointStore, LakeError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| LakeError::Local {
+                path: lake.url().to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(ObjectCheckpointStore {
+            store: lake.store(),
+            root: lake.path(""),
+            location: lake.url().to_owned(),
+            rt,
+        })
+    }
+
+    /// A store over a local directory that already exists (tests).
+    pub fn local(dir: &std::path::Path) -> Result<ObjectCheckpointStore, LakeError> {
+        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| LakeError::Local {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let lake = Lake::from_store(Arc::new(store), Path::default(), &dir.display().to_string());
+        Self::from_lake(&lake)
+    }
+
+    fn path(&self, name: &str) -> Path {
+        let name = object_store::path::PathPart::from(name);
+        Path::from_iter(self.root.parts().chain(std::iter::once(name)))
+    }
+}
+
+impl CheckpointStore for ObjectCheckpointStore {
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>, BoxError> {
+        let result = self.rt.block_on(async {
+            let got = self.store.get(&self.path(name)).await?;
+            got.bytes().await
+        });
+        match result {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Box::new(e)),
+        }
+    }
+
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<(), BoxError> {
+        let payload = PutPayload::from(bytes.to_vec());
+        self.rt
+            .block_on(self.store.put(&self.path(name), payload))?;
+        Ok(())
+    }
+
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool, BoxError> {
+        let payload = PutPayload::from(bytes.to_vec());
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .rt
+            .block_on(self.store.put_opts(&self.path(name), payload, opts))
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(Box::new(e)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<String>, BoxError> {
+        let listed: Vec<object_store::ObjectMeta> = self
+            .rt
+            .block_on(self.store.list(Some(&self.root)).try_collect())?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|m| {
+                m.location
+                    .prefix_match(&self.root)
+                    .and_then(|mut p| p.next())
+                    .map(|p| p.as_ref().to_owned())
+            })
+            // The local store writes `name#N` temporaries while putting.
+            .filter(|n| !n.contains('#'))
+            .collect())
+    }
+
+    fn delete(&self, name: &str) -> Result<(), BoxError> {
+        match self.rt.block_on(self.store.delete(&self.path(name))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Box::new(e)),
+        }
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_only_put_is_the_commit_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectCheckpointStore::open(dir.path().to_str().unwrap()).unwrap();
+        assert_eq!(store.get("a").unwrap(), None);
+        assert!(store.put_if_absent("a", b"1").unwrap());
+        assert!(!store.put_if_absent("a", b"2").unwrap());
+        assert_eq!(store.get("a").unwrap().as_deref(), Some(b"1".as_slice()));
+        store.put("b", b"x").unwrap();
+        let mut names = store.list().unwrap();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        store.delete("a").unwrap();
+        store.delete("a").unwrap();
+        assert_eq!(store.list().unwrap(), ["b"]);
+    }
+}
