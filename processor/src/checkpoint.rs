@@ -172,6 +172,23 @@ pub enum CheckpointError {
     },
 }
 
+/// Where an epoch ended: what its checkpoint records besides the state.
+#[derive(Debug, Clone)]
+pub struct EpochEnd {
+    /// The epoch.
+    pub epoch: u64,
+    /// Source positions, by partition.
+    pub positions: Vec<String>,
+    /// The source's turn cursor.
+    pub cursor: u32,
+    /// Counters so far.
+    pub counters: Counters,
+    /// The epoch's staged lake files.
+    pub staged: Vec<StagedFile>,
+    /// Wall-clock time, epoch ms.
+    pub created_at_ms: i64,
+}
+
 /// Writes, finds and prunes the checkpoints of one pipeline.
 pub struct Checkpointer {
     store: Box<dyn CheckpointStore>,
@@ -285,18 +302,17 @@ impl Checkpointer {
         Ok(None)
     }
 
-    /// Commits the checkpoint of `epoch`: writes the state, then creates the manifest
-    /// (the atomic step). Returns the manifest.
-    pub fn commit(
-        &self,
-        epoch: u64,
-        state: &[u8],
-        positions: Vec<String>,
-        cursor: u32,
-        counters: Counters,
-        staged: Vec<StagedFile>,
-        created_at_ms: i64,
-    ) -> Result<Manifest, CheckpointError> {
+    /// Commits the checkpoint of `at.epoch`: writes the state, then creates the
+    /// manifest (the atomic step). Returns the manifest.
+    pub fn commit(&self, state: &[u8], at: EpochEnd) -> Result<Manifest, CheckpointError> {
+        let EpochEnd {
+            epoch,
+            positions,
+            cursor,
+            counters,
+            staged,
+            created_at_ms,
+        } = at;
         let state_object = state_name(epoch);
         self.store
             .put(&state_object, state)
@@ -365,21 +381,23 @@ impl Checkpointer {
 mod tests {
     use super::*;
 
+    fn end(epoch: u64) -> EpochEnd {
+        EpochEnd {
+            epoch,
+            positions: vec![format!("{epoch}@0")],
+            cursor: 0,
+            counters: Counters::default(),
+            staged: vec![],
+            created_at_ms: 0,
+        }
+    }
+
     fn cp(store: MemoryCheckpointStore) -> Checkpointer {
         Checkpointer::new(Box::new(store), "p", "file:in", 2)
     }
 
     fn commit(c: &Checkpointer, epoch: u64) {
-        c.commit(
-            epoch,
-            format!("state{epoch}").as_bytes(),
-            vec![format!("{epoch}@0")],
-            0,
-            Counters::default(),
-            vec![],
-            0,
-        )
-        .unwrap();
+        c.commit(format!("state{epoch}").as_bytes(), end(epoch)).unwrap();
     }
 
     #[test]
@@ -408,7 +426,7 @@ mod tests {
     fn committing_an_epoch_twice_is_a_conflict() {
         let c = cp(MemoryCheckpointStore::default());
         commit(&c, 1);
-        let again = c.commit(1, b"x", vec![], 0, Counters::default(), vec![], 0);
+        let again = c.commit(b"x", end(1));
         assert!(matches!(again, Err(CheckpointError::Conflict { .. })));
     }
 

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{CheckpointError, Checkpointer, Restored};
+use crate::checkpoint::{CheckpointError, Checkpointer, EpochEnd, Restored};
 use crate::operator::StateError;
 use crate::output::TableBatch;
 use crate::pipeline::{Counters, Pipeline};
@@ -289,13 +289,15 @@ pub fn run(
                 let t = Instant::now();
                 let state = pipeline.snapshot()?;
                 cp.commit(
-                    epoch,
                     &state,
-                    source.positions(),
-                    source.cursor(),
-                    pipeline.counters(),
-                    staged.clone(),
-                    now_ms(),
+                    EpochEnd {
+                        epoch,
+                        positions: source.positions(),
+                        cursor: source.cursor(),
+                        counters: pipeline.counters(),
+                        staged: staged.clone(),
+                        created_at_ms: now_ms(),
+                    },
                 )?;
                 checkpoint = CheckpointStats {
                     bytes: state.len() as u64,
