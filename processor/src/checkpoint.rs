@@ -302,6 +302,24 @@ impl Checkpointer {
         Ok(None)
     }
 
+    /// The newest epoch with a manifest, readable or not.
+    pub fn newest_epoch(&self) -> Result<Option<u64>, CheckpointError> {
+        Ok(self.epochs()?.first().copied())
+    }
+
+    /// Deletes the manifests and states of epochs after `epoch` (damaged ones that
+    /// recovery skipped), so the epochs can be committed afresh.
+    pub fn discard_after(&self, epoch: u64) -> Result<(), CheckpointError> {
+        for name in self.store.list().map_err(self.store_err())? {
+            let e =
+                epoch_of(&name, "manifest-", ".json").or_else(|| epoch_of(&name, "state-", ".bin"));
+            if e.is_some_and(|e| e > epoch) {
+                self.store.delete(&name).map_err(self.store_err())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Commits the checkpoint of `at.epoch`: writes the state, then creates the
     /// manifest (the atomic step). Returns the manifest.
     pub fn commit(&self, state: &[u8], at: EpochEnd) -> Result<Manifest, CheckpointError> {
@@ -397,7 +415,8 @@ mod tests {
     }
 
     fn commit(c: &Checkpointer, epoch: u64) {
-        c.commit(format!("state{epoch}").as_bytes(), end(epoch)).unwrap();
+        c.commit(format!("state{epoch}").as_bytes(), end(epoch))
+            .unwrap();
     }
 
     #[test]

@@ -221,11 +221,38 @@ pub fn failpoint(name: &str) {
 /// deletes what was staged for epochs that never committed. Returns the number of
 /// the next epoch.
 pub fn recover(
+    checkpointer: &Checkpointer,
     restored: Option<&Restored>,
     pipeline: &mut Pipeline,
     source: &mut dyn Source,
     sink: &mut dyn LakeSink,
 ) -> Result<u64, RuntimeError> {
+    let restored_epoch = restored.map_or(0, |r| r.manifest.epoch);
+    if let Some(newest) = checkpointer.newest_epoch()?
+        && newest > restored_epoch
+    {
+        if restored.is_none() {
+            return Err(RuntimeError::Checkpoint(CheckpointError::Incompatible {
+                location: checkpointer.location(),
+                name: format!("manifest of epoch {newest}"),
+                reason: "no checkpoint there is readable; move the directory away to start \
+                         over (and rebuild the lake, which holds the damaged epochs' files)"
+                    .into(),
+            }));
+        }
+        // Newer checkpoints were damaged: their epochs are redone from this one, so
+        // the files they published go, and so do they.
+        let retracted = sink
+            .retract_after(restored_epoch)
+            .map_err(RuntimeError::Sink)?;
+        checkpointer.discard_after(restored_epoch)?;
+        tracing::warn!(
+            restored_epoch,
+            newest,
+            retracted_files = retracted,
+            "fell back past damaged checkpoints; their epochs are processed again"
+        );
+    }
     let mut next_epoch = 1;
     if let Some(Restored { manifest, state }) = restored {
         pipeline.restore(state)?;

@@ -43,4 +43,9 @@ pub trait LakeSink: Send {
     /// Deletes everything this pipeline has staged: files of epochs whose checkpoint
     /// never committed. Called at start-up, after re-publishing the last checkpoint.
     fn clean_staging(&mut self) -> Result<u64, BoxError>;
+
+    /// Deletes this pipeline's published files of epochs after `epoch`. Used only when
+    /// a newer checkpoint turned out damaged and recovery fell back to `epoch`: its
+    /// records are read again, so the files they made must go.
+    fn retract_after(&mut self, epoch: u64) -> Result<u64, BoxError>;
 }

@@ -182,8 +182,8 @@ impl ParquetSink {
         if !self.open.contains_key(&key) {
             self.seq += 1;
             let name = format!(
-                "part-{:06}-{}-{:04}.parquet",
-                self.epoch, self.run_id, self.seq
+                "part-{}-{:06}-{}-{:04}.parquet",
+                self.pipeline, self.epoch, self.run_id, self.seq
             );
             let mut dir = batch.table.dir().to_owned();
             if !batch.partition.is_empty() {
@@ -231,6 +231,47 @@ impl ParquetSink {
             self.close_file(file)?;
         }
         Ok(())
+    }
+
+    /// Deletes this pipeline's published files of epochs after `epoch` (their names
+    /// carry the pipeline and the epoch).
+    fn delete_published_after(&mut self, epoch: u64) -> Result<u64, SinkError> {
+        use futures::TryStreamExt;
+        let store = self.store();
+        let own = format!("part-{}-", self.pipeline);
+        let mut deleted = 0;
+        for table in Table::ALL {
+            let prefix = self.lake.path(table.dir());
+            let listed: Vec<object_store::ObjectMeta> = self
+                .rt
+                .block_on(store.list(Some(&prefix)).try_collect())
+                .map_err(|source| SinkError::Store {
+                    op: "list",
+                    path: prefix.to_string(),
+                    source,
+                })?;
+            for meta in listed {
+                let Some(name) = meta.location.filename() else {
+                    continue;
+                };
+                let later = name
+                    .strip_prefix(&own)
+                    .and_then(|rest| rest.get(..6))
+                    .and_then(|e| e.parse::<u64>().ok())
+                    .is_some_and(|e| e > epoch);
+                if later {
+                    self.rt
+                        .block_on(store.delete(&meta.location))
+                        .map_err(|source| SinkError::Store {
+                            op: "delete",
+                            path: meta.location.to_string(),
+                            source,
+                        })?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     /// Deletes everything under this pipeline's staging directory.
@@ -322,6 +363,10 @@ impl LakeSink for ParquetSink {
 
     fn clean_staging(&mut self) -> Result<u64, BoxError> {
         Ok(self.delete_staged()?)
+    }
+
+    fn retract_after(&mut self, epoch: u64) -> Result<u64, BoxError> {
+        Ok(self.delete_published_after(epoch)?)
     }
 }
 

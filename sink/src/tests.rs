@@ -70,7 +70,7 @@ fn stage_then_publish_idempotently() {
     assert_eq!(published.len(), 1, "{published:?}");
     assert!(
         published[0]
-            .starts_with("raw/events/event_date=2026-11-21/event_hour=12/part-000001-run1-")
+            .starts_with("raw/events/event_date=2026-11-21/event_hour=12/part-p-000001-run1-")
     );
     let reader = ParquetRecordBatchReaderBuilder::try_new(
         File::open(dir.path().join(&published[0])).unwrap(),

@@ -90,13 +90,19 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
         source.partitions(),
         source.position_style(),
     );
-    let epoch = recover(restored.as_ref(), &mut pipeline, source.as_mut(), &mut sink)
-        .with_context(|| {
-            format!(
-                "recovering from the checkpoint in {}",
-                checkpointer.location()
-            )
-        })?;
+    let epoch = recover(
+        &checkpointer,
+        restored.as_ref(),
+        &mut pipeline,
+        source.as_mut(),
+        &mut sink,
+    )
+    .with_context(|| {
+        format!(
+            "recovering from the checkpoint in {}",
+            checkpointer.location()
+        )
+    })?;
     let opts = RunOptions {
         commit_interval: args.checkpoint_interval,
         stop: stop.clone(),

@@ -14,6 +14,8 @@ use std::process::{Command, Output, Stdio};
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
+mod recovery;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rushhour"))
 }
@@ -76,6 +78,17 @@ fn summary(o: &Output) -> serde_json::Value {
     let text = stdout(o);
     let last = text.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {text}"))
+}
+
+fn query_csv(lake: &Path, sql: &str) -> String {
+    stdout(&ok(&[
+        "query",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--format",
+        "csv",
+        sql,
+    ]))
 }
 
 fn query_json(lake: &Path, sql: &str) -> Vec<serde_json::Value> {
