@@ -110,5 +110,45 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Checkpoint of a pipeline holding one million open orders: size and time.
+fn checkpoint(c: &mut Criterion) {
+    const ORDERS: usize = 1_000_000;
+    let mut p = Pipeline::new(PipelineConfig::default(), "bench", 4, PositionStyle::PartitionOffset);
+    let lines: Vec<String> = (0..ORDERS)
+        .map(|k| {
+            format!(
+                r#"{{"event_id":"e{k}","event_type":"order_placed","event_time":"2026-11-21T12:{:02}:{:02}.{:03}Z","order_id":"o-{k:07}","store_id":"store-{:03}","items":[{{"product_id":"margherita","qty":1,"unit_price_cents":900}}],"total_cents":900}}"#,
+                (k / 60_000) % 60,
+                (k / 1000) % 60,
+                k % 1000,
+                k % 40
+            )
+        })
+        .collect();
+    for (k, batch) in source_batches(&lines, 8192).iter_mut().enumerate() {
+        batch.partition = (k % 4) as u32;
+        p.process_batch(batch, 0).unwrap();
+    }
+    let _ = p.take_output(true).unwrap();
+    let state = p.snapshot().unwrap();
+    eprintln!(
+        "checkpoint of {ORDERS} open orders ({} state entries): {:.1} MB compressed",
+        p.state_entries(),
+        state.len() as f64 / 1e6
+    );
+    let mut g = c.benchmark_group("checkpoint");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(ORDERS as u64));
+    g.bench_function("snapshot_1m_open_orders", |b| b.iter(|| black_box(p.snapshot().unwrap())));
+    g.bench_function("restore_1m_open_orders", |b| {
+        b.iter_batched(
+            || Pipeline::new(PipelineConfig::default(), "bench", 4, PositionStyle::PartitionOffset),
+            |mut fresh| fresh.restore(&state).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, checkpoint);
 criterion_main!(benches);
