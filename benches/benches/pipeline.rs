@@ -2,7 +2,7 @@
 //! operators, and Parquet encoding. Inputs come from the generator and are built
 //! outside the timed part. `cargo bench -p rushhour-benches`.
 
-#![allow(clippy::unwrap_used, missing_docs)] // a benchmark harness, not library code
+#![allow(clippy::unwrap_used, clippy::print_stderr, missing_docs)] // a benchmark harness, not library code
 
 use std::hint::black_box;
 
@@ -113,7 +113,12 @@ fn bench(c: &mut Criterion) {
 /// Checkpoint of a pipeline holding one million open orders: size and time.
 fn checkpoint(c: &mut Criterion) {
     const ORDERS: usize = 1_000_000;
-    let mut p = Pipeline::new(PipelineConfig::default(), "bench", 4, PositionStyle::PartitionOffset);
+    let mut p = Pipeline::new(
+        PipelineConfig::default(),
+        "bench",
+        4,
+        PositionStyle::PartitionOffset,
+    );
     let lines: Vec<String> = (0..ORDERS)
         .map(|k| {
             format!(
@@ -139,10 +144,19 @@ fn checkpoint(c: &mut Criterion) {
     let mut g = c.benchmark_group("checkpoint");
     g.sample_size(10);
     g.throughput(Throughput::Elements(ORDERS as u64));
-    g.bench_function("snapshot_1m_open_orders", |b| b.iter(|| black_box(p.snapshot().unwrap())));
+    g.bench_function("snapshot_1m_open_orders", |b| {
+        b.iter(|| black_box(p.snapshot().unwrap()))
+    });
     g.bench_function("restore_1m_open_orders", |b| {
         b.iter_batched(
-            || Pipeline::new(PipelineConfig::default(), "bench", 4, PositionStyle::PartitionOffset),
+            || {
+                Pipeline::new(
+                    PipelineConfig::default(),
+                    "bench",
+                    4,
+                    PositionStyle::PartitionOffset,
+                )
+            },
             |mut fresh| fresh.restore(&state).unwrap(),
             BatchSize::LargeInput,
         )
