@@ -9,6 +9,7 @@ use rushhour_processor::{
     Checkpointer, Pipeline, PipelineConfig, RunOptions, RunReport, Start, recover,
     run as run_pipeline,
 };
+use rushhour_schemas::Endpoint;
 use rushhour_sink::{Lake, ObjectCheckpointStore, ParquetSink, SinkOptions};
 
 use crate::cli::ProcessArgs;
@@ -43,10 +44,18 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
         bail!("--checkpoint-interval must be more than zero");
     }
     let lake = Lake::open(&args.lake)?;
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| default_name(&args.from.to_string()));
+    let run_id = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    // stdin cannot be read again, so each run over it is a pipeline of its own.
+    let name = match (&args.name, &args.from) {
+        (Some(name), _) => name.clone(),
+        (None, Endpoint::Stdio) => format!("stdin-{run_id}"),
+        (None, from) => default_name(&from.to_string()),
+    };
     let checkpoint_url = match &args.checkpoint {
         Some(url) => url.clone(),
         None => format!("{}/_checkpoints/{name}", lake.url()),
@@ -72,12 +81,6 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
     let positions = restored.as_ref().map(|r| r.manifest.positions.as_slice());
     let mut source = open_source(&args.from, &source_opts, positions)
         .with_context(|| format!("cannot open {}", args.from))?;
-    let run_id = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis()
-    );
     let mut sink = ParquetSink::new(lake, &name, &run_id, SinkOptions::default())?;
     let cfg = PipelineConfig {
         lateness_ms: ms(args.lateness)?,

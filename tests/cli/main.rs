@@ -640,3 +640,62 @@ fn process_follows_a_log_while_it_is_written_and_stops_cleanly_on_sigterm() {
             .all(|p| !p.to_string_lossy().contains("_staging"))
     );
 }
+
+#[test]
+fn stdin_runs_are_independent_and_files_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    for _ in 0..2 {
+        let mut child = bin()
+            .args([
+                "process",
+                "--from",
+                "file:-",
+                "--lake",
+                lake.to_str().unwrap(),
+                "--quiet",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&std::fs::read(fixture()).unwrap())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    // Two stdin streams: both are in the lake.
+    assert_eq!(
+        query_json(&lake, "SELECT count(*) AS n FROM raw_events")[0]["n"],
+        30
+    );
+    // A file processed twice with its checkpoint: the second run finds nothing new.
+    let lake2 = dir.path().join("lake2");
+    let from = format!("file:{}", fixture().display());
+    let first = summary(&ok(&[
+        "process",
+        "--from",
+        &from,
+        "--lake",
+        lake2.to_str().unwrap(),
+        "--until-end",
+    ]));
+    let second = summary(&ok(&[
+        "process",
+        "--from",
+        &from,
+        "--lake",
+        lake2.to_str().unwrap(),
+        "--until-end",
+    ]));
+    assert_eq!(first, second);
+    assert_eq!(
+        query_json(&lake2, "SELECT count(*) AS n FROM raw_events")[0]["n"],
+        15
+    );
+}
