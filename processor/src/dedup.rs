@@ -12,10 +12,29 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
 /// A set of recently seen event ids.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+///
+/// Only the hour buckets are serialised: the lookup set is rebuilt from them on
+/// restore, which halves the checkpoint.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(from = "BTreeMap<i64, Vec<u128>>")]
 pub struct Dedup {
     seen: HashSet<u128, BuildIdentity>,
     by_hour: BTreeMap<i64, Vec<u128>>,
+}
+
+impl From<BTreeMap<i64, Vec<u128>>> for Dedup {
+    fn from(by_hour: BTreeMap<i64, Vec<u128>>) -> Dedup {
+        let mut seen =
+            HashSet::with_capacity_and_hasher(by_hour.values().map(Vec::len).sum(), BuildIdentity);
+        seen.extend(by_hour.values().flatten().copied());
+        Dedup { seen, by_hour }
+    }
+}
+
+impl Serialize for Dedup {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.by_hour.serialize(serializer)
+    }
 }
 
 impl Dedup {
@@ -89,6 +108,19 @@ impl std::hash::Hasher for IdentityHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn survives_a_round_trip_through_its_encoding() {
+        let mut d = Dedup::default();
+        for k in 0..100 {
+            d.insert(&format!("id{k}"), k * 60_000);
+        }
+        let bytes = postcard::to_stdvec(&d).unwrap();
+        let mut back: Dedup = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.len(), 100);
+        assert!(!back.insert("id7", 0));
+        assert!(back.insert("id100", 0));
+    }
 
     #[test]
     fn remembers_and_expires_by_hour() {
