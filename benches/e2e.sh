@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: generate N events into a file, then time
 # `rushhour process --until-end` on it and report events/s and peak memory.
-#   benches/e2e.sh [ORDERS]   (default 60000 orders ≈ 2 million events)
+#   benches/e2e.sh [ORDERS]   (default 36000 orders ≈ 2 million events)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rushhour-target}"
-orders="${1:-60000}"
+orders="${1:-36000}"
 cargo build --release --quiet
 bin="$CARGO_TARGET_DIR/release/rushhour"
 work="$(mktemp -d)"
