@@ -233,24 +233,27 @@ impl ParquetSink {
         Ok(())
     }
 
+    /// Every object under `relative` (a lake-relative prefix).
+    fn list_under(&self, relative: &str) -> Result<Vec<object_store::ObjectMeta>, SinkError> {
+        use futures::TryStreamExt;
+        let prefix = self.lake.path(relative);
+        self.rt
+            .block_on(self.store().list(Some(&prefix)).try_collect())
+            .map_err(|source| SinkError::Store {
+                op: "list",
+                path: prefix.to_string(),
+                source,
+            })
+    }
+
     /// Deletes this pipeline's published files of epochs after `epoch` (their names
     /// carry the pipeline and the epoch).
     fn delete_published_after(&mut self, epoch: u64) -> Result<u64, SinkError> {
-        use futures::TryStreamExt;
         let store = self.store();
         let own = format!("part-{}-", self.pipeline);
         let mut deleted = 0;
         for table in Table::ALL {
-            let prefix = self.lake.path(table.dir());
-            let listed: Vec<object_store::ObjectMeta> = self
-                .rt
-                .block_on(store.list(Some(&prefix)).try_collect())
-                .map_err(|source| SinkError::Store {
-                    op: "list",
-                    path: prefix.to_string(),
-                    source,
-                })?;
-            for meta in listed {
+            for meta in self.list_under(table.dir())? {
                 let Some(name) = meta.location.filename() else {
                     continue;
                 };
@@ -276,17 +279,8 @@ impl ParquetSink {
 
     /// Deletes everything under this pipeline's staging directory.
     fn delete_staged(&mut self) -> Result<u64, SinkError> {
-        use futures::TryStreamExt;
         let store = self.store();
-        let prefix = self.lake.path(&format!("_staging/{}", self.pipeline));
-        let listed: Vec<object_store::ObjectMeta> = self
-            .rt
-            .block_on(store.list(Some(&prefix)).try_collect())
-            .map_err(|source| SinkError::Store {
-                op: "list",
-                path: prefix.to_string(),
-                source,
-            })?;
+        let listed = self.list_under(&format!("_staging/{}", self.pipeline))?;
         for meta in &listed {
             match self.rt.block_on(store.delete(&meta.location)) {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

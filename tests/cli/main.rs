@@ -80,6 +80,27 @@ fn summary(o: &Output) -> serde_json::Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {text}"))
 }
 
+/// `process --from file:-` with the golden fixture on stdin.
+fn process_fixture_from_stdin(lake: &Path) -> Output {
+    let mut child = bin()
+        .args([
+            "process",
+            "--from",
+            "file:-",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--quiet",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = std::fs::read(fixture()).unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn query_csv(lake: &Path, sql: &str) -> String {
     stdout(&ok(&[
         "query",
@@ -286,27 +307,7 @@ fn process_golden_fixture_into_a_lake() {
 fn stdin_source_and_unreadable_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let mut child = bin()
-        .args([
-            "process",
-            "--from",
-            "file:-",
-            "--lake",
-            lake.to_str().unwrap(),
-            "--quiet",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&std::fs::read(fixture()).unwrap())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = process_fixture_from_stdin(&lake);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(summary(&o)["accepted"], 14);
 
@@ -646,27 +647,7 @@ fn stdin_runs_are_independent_and_files_resume() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     for _ in 0..2 {
-        let mut child = bin()
-            .args([
-                "process",
-                "--from",
-                "file:-",
-                "--lake",
-                lake.to_str().unwrap(),
-                "--quiet",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(&std::fs::read(fixture()).unwrap())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
+        let o = process_fixture_from_stdin(&lake);
         assert!(o.status.success(), "{}", stderr(&o));
     }
     // Two stdin streams: both are in the lake.
