@@ -8,43 +8,38 @@
 use std::collections::{BTreeMap, HashSet};
 
 use rushhour_schemas::time::HOUR_MS;
-use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
+
+use crate::operator::StateError;
+use crate::partials::PartitionId;
+
+/// Ids of one partition, by the hour of their event time.
+pub type Hours = BTreeMap<i64, Vec<u128>>;
 
 /// A set of recently seen event ids.
 ///
-/// Only the hour buckets are serialised: the lookup set is rebuilt from them on
-/// restore, which halves the checkpoint.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(from = "BTreeMap<i64, Vec<u128>>")]
+/// Ids are global, so a record is a duplicate if its id was seen on any partition
+/// this process holds; but each id is filed under the partition it was first seen on,
+/// so that partition's ids move with it (see [`crate::partials`]). Only the hour
+/// buckets are serialised: the lookup set is rebuilt from them on restore, which
+/// halves the checkpoint.
+#[derive(Debug, Default, Clone)]
 pub struct Dedup {
     seen: HashSet<u128, BuildIdentity>,
-    by_hour: BTreeMap<i64, Vec<u128>>,
-}
-
-impl From<BTreeMap<i64, Vec<u128>>> for Dedup {
-    fn from(by_hour: BTreeMap<i64, Vec<u128>>) -> Dedup {
-        let mut seen =
-            HashSet::with_capacity_and_hasher(by_hour.values().map(Vec::len).sum(), BuildIdentity);
-        seen.extend(by_hour.values().flatten().copied());
-        Dedup { seen, by_hour }
-    }
-}
-
-impl Serialize for Dedup {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.by_hour.serialize(serializer)
-    }
+    parts: BTreeMap<PartitionId, Hours>,
 }
 
 impl Dedup {
-    /// Records `event_id` (of an event at `event_time`); false if it was already there.
-    pub fn insert(&mut self, event_id: &str, event_time: i64) -> bool {
+    /// Records `event_id` (of an event at `event_time`, read from partition `part`);
+    /// false if it was already there.
+    pub fn insert(&mut self, part: PartitionId, event_id: &str, event_time: i64) -> bool {
         let h = xxh3_128(event_id.as_bytes());
         if !self.seen.insert(h) {
             return false;
         }
-        self.by_hour
+        self.parts
+            .entry(part)
+            .or_default()
             .entry(event_time.div_euclid(HOUR_MS))
             .or_default()
             .push(h);
@@ -55,13 +50,44 @@ impl Dedup {
     /// at least until `before` passes the end of its hour).
     pub fn expire(&mut self, before: i64) {
         let keep_from = before.div_euclid(HOUR_MS);
-        while let Some(entry) = self.by_hour.first_entry() {
-            if *entry.key() >= keep_from {
-                break;
+        for hours in self.parts.values_mut() {
+            while let Some(entry) = hours.first_entry() {
+                if *entry.key() >= keep_from {
+                    break;
+                }
+                for h in entry.remove() {
+                    self.seen.remove(&h);
+                }
             }
-            for h in entry.remove() {
-                self.seen.remove(&h);
-            }
+        }
+    }
+
+    /// The ids filed under partition `part`, for its snapshot.
+    pub fn partition(&self, part: PartitionId) -> Option<&Hours> {
+        self.parts.get(&part)
+    }
+
+    /// Adds partition `part`'s ids, from its snapshot. A partition is restored once.
+    pub fn restore(&mut self, part: PartitionId, hours: Hours) -> Result<(), StateError> {
+        if self.parts.contains_key(&part) {
+            return Err(StateError::twice(part));
+        }
+        self.seen.reserve(hours.values().map(Vec::len).sum());
+        self.seen.extend(hours.values().flatten().copied());
+        self.parts.insert(part, hours);
+        Ok(())
+    }
+
+    /// Forgets partition `part`'s ids.
+    pub fn release(&mut self, part: PartitionId) {
+        for h in self
+            .parts
+            .remove(&part)
+            .into_iter()
+            .flat_map(|hours| hours.into_values())
+            .flatten()
+        {
+            self.seen.remove(&h);
         }
     }
 
@@ -110,28 +136,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn survives_a_round_trip_through_its_encoding() {
+    fn a_partitions_ids_move_with_it() {
         let mut d = Dedup::default();
         for k in 0..100 {
-            d.insert(&format!("id{k}"), k * 60_000);
+            d.insert(k % 2, &format!("id{k}"), k as i64 * 60_000);
         }
-        let bytes = postcard::to_stdvec(&d).unwrap();
-        let mut back: Dedup = postcard::from_bytes(&bytes).unwrap();
-        assert_eq!(back.len(), 100);
-        assert!(!back.insert("id7", 0));
-        assert!(back.insert("id100", 0));
+        let odd = postcard::to_stdvec(d.partition(1).unwrap()).unwrap();
+        d.release(1);
+        assert_eq!(d.len(), 50);
+        assert!(d.insert(0, "id7", 0), "released with partition 1");
+        assert!(
+            !d.insert(1, "id8", 0),
+            "an id is global: seen on partition 0"
+        );
+        let mut other = Dedup::default();
+        other
+            .restore(1, postcard::from_bytes(&odd).unwrap())
+            .unwrap();
+        assert_eq!(other.len(), 50);
+        assert!(!other.insert(0, "id7", 0));
+        assert!(other.restore(1, Hours::new()).is_err(), "restored twice");
     }
 
     #[test]
     fn remembers_and_expires_by_hour() {
         let mut d = Dedup::default();
-        assert!(d.insert("a", 0));
-        assert!(!d.insert("a", 5 * HOUR_MS));
-        assert!(d.insert("b", 2 * HOUR_MS));
+        assert!(d.insert(0, "a", 0));
+        assert!(!d.insert(1, "a", 5 * HOUR_MS));
+        assert!(d.insert(1, "b", 2 * HOUR_MS));
         d.expire(HOUR_MS - 1);
-        assert!(!d.insert("a", 0));
+        assert!(!d.insert(0, "a", 0));
         d.expire(HOUR_MS);
         assert_eq!(d.len(), 1);
-        assert!(d.insert("a", 0));
+        assert!(d.insert(0, "a", 0));
     }
 }

@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod dedup;
 pub mod operator;
 pub mod output;
+pub mod partials;
 pub mod pipeline;
 pub mod rider;
 pub mod runtime;

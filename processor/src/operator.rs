@@ -5,14 +5,22 @@
 //! Operators do no I/O and never see late, duplicate or invalid records, so they are
 //! tested with plain values.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rushhour_schemas::Event;
 
+use crate::partials::PartitionId;
+
 /// A streaming operator over accepted events.
+///
+/// Its state is kept apart by the source partition each event came from (see
+/// [`partials`](crate::partials)), so one partition's part can be taken out and
+/// restored elsewhere; within one operator the parts are merged, so its rows never
+/// depend on how events were spread over partitions.
 pub trait Operator: Send {
-    /// Takes one accepted event.
-    fn process(&mut self, ev: &Event<'_>);
+    /// Takes one accepted event, read from source partition `part`.
+    fn process(&mut self, part: PartitionId, ev: &Event<'_>);
 
     /// The effective watermark is now `watermark`: no accepted event will ever have an
     /// earlier event time. Emits every row that can no longer change.
@@ -23,11 +31,15 @@ pub trait Operator: Send {
         self.on_watermark(i64::MAX, out);
     }
 
-    /// The operator's whole state, encoded (for checkpoints).
-    fn snapshot(&self) -> Result<Vec<u8>, StateError>;
+    /// The operator's state, one encoded part per source partition that holds any.
+    fn snapshot(&self) -> Result<BTreeMap<PartitionId, Vec<u8>>, StateError>;
 
-    /// Replaces the state with one taken by [`snapshot`](Operator::snapshot).
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError>;
+    /// Adds one partition's part, as taken by [`snapshot`](Operator::snapshot), to the
+    /// state. A partition's part is restored at most once (else [`StateError::Mismatch`]).
+    fn restore(&mut self, part: PartitionId, bytes: &[u8]) -> Result<(), StateError>;
+
+    /// Forgets everything partition `part` contributed (it has moved elsewhere).
+    fn release(&mut self, part: PartitionId);
 
     /// Entries of state held (windows, orders, …), for progress and memory reports.
     fn state_entries(&self) -> usize;
@@ -45,6 +57,13 @@ pub enum StateError {
     /// The state does not fit this pipeline.
     #[error("state does not fit: {0}")]
     Mismatch(String),
+}
+
+impl StateError {
+    /// A partition's part restored into state that already holds one.
+    pub fn twice(part: PartitionId) -> StateError {
+        StateError::Mismatch(format!("partition {part} is restored twice"))
+    }
 }
 
 /// A `store_minute` row (CONTRACT §4). Delivery durations are kept in integer

@@ -3,8 +3,15 @@
 //! operators; then windows are emitted as the effective watermark moves.
 //!
 //! Each source partition has its own watermark; the effective watermark is the
-//! minimum over the active ones. Event ids are unique across the stream, so one
-//! de-duplication set serves every partition.
+//! minimum over the active ones. Event ids are unique across the stream, so an id seen
+//! on any partition makes a duplicate.
+//!
+//! All state is kept apart by source partition (watermark, counters, the ids it
+//! brought, its operator partials — see [`crate::partials`]), and a snapshot holds one
+//! separately compressed section per partition: a process that takes over some
+//! partitions (a consumer-group rebalance) restores just their sections
+//! ([`Pipeline::restore_partition`]), and the one that gives them up forgets them
+//! ([`Pipeline::release_partition`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,9 +22,10 @@ use rushhour_schemas::{
     DeadLetterBuilder, NO_WATERMARK, Provenance, RawEventsBuilder, Table, decode, is_blank,
 };
 
-use crate::dedup::Dedup;
+use crate::dedup::{Dedup, Hours};
 use crate::operator::{Curated, LateRow, Operator, StateError};
 use crate::output::{TableBatch, curated_batches};
+use crate::partials::PartitionId;
 use crate::rider::RiderOperator;
 use crate::source::{PartitionStatus, PositionStyle, SourceBatch};
 use crate::store::StoreOperator;
@@ -61,10 +69,35 @@ pub struct Counters {
     pub invalid: u64,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// Counters and watermark of one source partition.
+#[derive(Debug, Clone)]
 struct PartitionState {
+    /// Whether this process holds the partition (its state is here).
+    held: bool,
     watermark: i64,
     status: PartitionStatus,
+    counters: Counters,
+}
+
+impl PartitionState {
+    fn fresh() -> Self {
+        PartitionState {
+            held: true,
+            watermark: NO_WATERMARK,
+            status: PartitionStatus::Active,
+            counters: Counters::default(),
+        }
+    }
+}
+
+impl std::ops::AddAssign for Counters {
+    fn add_assign(&mut self, o: Counters) {
+        self.read += o.read;
+        self.accepted += o.accepted;
+        self.late += o.late;
+        self.duplicates += o.duplicates;
+        self.invalid += o.invalid;
+    }
 }
 
 /// The record path and its operators.
@@ -80,7 +113,6 @@ pub struct Pipeline {
     dead: DeadLetterBuilder,
     curated: Curated,
     ready: Vec<TableBatch>,
-    counters: Counters,
     position: String,
 }
 
@@ -98,10 +130,7 @@ impl Pipeline {
         ];
         Pipeline {
             parts: (0..partitions.max(1))
-                .map(|_| PartitionState {
-                    watermark: NO_WATERMARK,
-                    status: PartitionStatus::Active,
-                })
+                .map(|_| PartitionState::fresh())
                 .collect(),
             cfg,
             source: source.to_owned(),
@@ -113,14 +142,17 @@ impl Pipeline {
             dead: DeadLetterBuilder::default(),
             curated: Curated::default(),
             ready: Vec::new(),
-            counters: Counters::default(),
             position: String::new(),
         }
     }
 
-    /// The counts so far.
+    /// The counts so far, over the partitions held.
     pub fn counters(&self) -> Counters {
-        self.counters
+        let mut sum = Counters::default();
+        for part in self.parts.iter().filter(|p| p.held) {
+            sum += part.counters;
+        }
+        sum
     }
 
     /// The effective watermark.
@@ -145,6 +177,12 @@ impl Pipeline {
         ingest_time: i64,
     ) -> Result<(), ArrowError> {
         let p = (batch.partition as usize).min(self.parts.len() - 1);
+        let part_id = p as PartitionId;
+        if !self.parts[p].held {
+            // Records of a partition not held here: the source was just assigned it
+            // and there is no state to restore, so it starts afresh.
+            self.parts[p] = PartitionState::fresh();
+        }
         // A partition handing over records is active, whatever it was before.
         if self.parts[p].status == PartitionStatus::Idle {
             self.parts[p].status = PartitionStatus::Active;
@@ -154,7 +192,8 @@ impl Pipeline {
             if is_blank(bytes) {
                 continue; // not a record (file sources skip these before)
             }
-            self.counters.read += 1;
+            let part = &mut self.parts[p];
+            part.counters.read += 1;
             self.position.clear();
             // Writing into a String cannot fail.
             let _ = match self.style {
@@ -171,7 +210,7 @@ impl Pipeline {
             let ev = match decode(bytes) {
                 Ok(ev) => ev,
                 Err(invalid) => {
-                    self.counters.invalid += 1;
+                    part.counters.invalid += 1;
                     self.dead.append(bytes, &invalid.0, prov);
                     continue;
                 }
@@ -181,19 +220,18 @@ impl Pipeline {
             // of a late event is remembered for the full horizon too.
             if !self
                 .dedup
-                .insert(&ev.event_id, ev.event_time.max(self.effective))
+                .insert(part_id, &ev.event_id, ev.event_time.max(self.effective))
             {
-                self.counters.duplicates += 1;
+                part.counters.duplicates += 1;
                 continue;
             }
-            let part = &mut self.parts[p];
             let hour = ev.event_time.div_euclid(HOUR_MS);
             let raw = self
                 .raw
                 .entry(hour)
                 .or_insert_with(|| RawEventsBuilder::with_capacity(1024));
             if ev.event_time < self.effective {
-                self.counters.late += 1;
+                part.counters.late += 1;
                 raw.append(&ev, true, prov);
                 self.curated.late_events.push(LateRow {
                     event_id: ev.event_id.to_string(),
@@ -203,10 +241,10 @@ impl Pipeline {
                     raw: String::from_utf8_lossy(bytes).into_owned(),
                 });
             } else {
-                self.counters.accepted += 1;
+                part.counters.accepted += 1;
                 raw.append(&ev, false, prov);
                 for op in &mut self.operators {
-                    op.process(&ev);
+                    op.process(part_id, &ev);
                 }
                 let candidate = ev.event_time.saturating_sub(self.cfg.lateness_ms);
                 if candidate > part.watermark {
@@ -231,8 +269,9 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The whole state of the pipeline, compact (postcard, then zstd): per-partition
-    /// watermarks, the de-duplication set, counters and every operator's state. Taken
+    /// The whole state of the pipeline, compact: one section per partition held
+    /// (its watermark, status, counters, the ids it brought and its operator partials;
+    /// postcard, then zstd), behind a header with the effective watermark. Taken
     /// between batches, after [`take_output`](Self::take_output) with `all`, so nothing
     /// is held for the sink.
     pub fn snapshot(&self) -> Result<Vec<u8>, StateError> {
@@ -245,49 +284,147 @@ impl Pipeline {
                 "snapshot taken with output still held".into(),
             ));
         }
+        let mut operators = self
+            .operators
+            .iter()
+            .map(|o| o.snapshot())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sections = Vec::new();
+        for (p, part) in self.parts.iter().enumerate() {
+            let id = p as PartitionId;
+            if !part.held {
+                continue;
+            }
+            let section = Section {
+                watermark: part.watermark,
+                status: part.status,
+                counters: part.counters,
+                dedup: self.dedup.partition(id),
+                operators: operators.iter_mut().map(|o| o.remove(&id)).collect(),
+            };
+            let encoded = postcard::to_stdvec(&section)?;
+            sections.push((id, zstd::bulk::compress(&encoded, 3)?));
+        }
+        if let Some(p) = operators.iter().flat_map(|o| o.keys()).next() {
+            return Err(StateError::Mismatch(format!(
+                "operator state of partition {p}, which is not held"
+            )));
+        }
         let state = PipelineState {
             version: STATE_VERSION,
-            parts: self.parts.clone(),
+            partitions: self.parts.len() as u32,
             effective: self.effective,
-            dedup: self.dedup.clone(),
-            counters: self.counters,
-            operators: self
-                .operators
-                .iter()
-                .map(|o| o.snapshot())
-                .collect::<Result<_, _>>()?,
+            sections,
         };
-        let encoded = postcard::to_stdvec(&state)?;
-        Ok(zstd::bulk::compress(&encoded, 3)?)
+        Ok(postcard::to_stdvec(&state)?)
     }
 
-    /// Restores a state taken by [`snapshot`](Self::snapshot) from a pipeline with the
-    /// same partitions and operators.
+    /// Replaces the whole state with one taken by [`snapshot`](Self::snapshot) from a
+    /// pipeline over the same partitions: this process then holds exactly the
+    /// partitions the snapshot held.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        let encoded = zstd::stream::decode_all(bytes)?;
-        let state: PipelineState = postcard::from_bytes(&encoded)?;
+        let state = self.read_state(bytes)?;
+        for p in 0..self.parts.len() {
+            self.forget(p as PartitionId);
+        }
+        for (id, section) in &state.sections {
+            self.load_section(*id, section)?;
+        }
+        self.effective = state.effective;
+        Ok(())
+    }
+
+    /// Takes over partition `part` with its state in a snapshot (of this or another
+    /// process over the same source): whatever this process held of it is replaced.
+    /// The rest of the state is untouched.
+    pub fn restore_partition(&mut self, bytes: &[u8], part: PartitionId) -> Result<(), StateError> {
+        let state = self.read_state(bytes)?;
+        let Some((_, section)) = state.sections.iter().find(|(id, _)| *id == part) else {
+            return Err(StateError::Mismatch(format!(
+                "the snapshot does not hold partition {part}"
+            )));
+        };
+        self.forget(part);
+        self.load_section(part, section)?;
+        self.recompute_effective();
+        Ok(())
+    }
+
+    /// Gives up partition `part`: forgets its watermark, counters, ids and operator
+    /// partials. It no longer holds the watermark back; records arriving for it later
+    /// start it afresh.
+    pub fn release_partition(&mut self, part: PartitionId) {
+        self.forget(part);
+        self.recompute_effective();
+    }
+
+    /// [`release_partition`](Self::release_partition) without moving the watermark,
+    /// for a partition about to be restored.
+    fn forget(&mut self, part: PartitionId) {
+        let Some(state) = self.parts.get_mut(part as usize) else {
+            return;
+        };
+        *state = PartitionState {
+            held: false,
+            ..PartitionState::fresh()
+        };
+        self.dedup.release(part);
+        for op in &mut self.operators {
+            op.release(part);
+        }
+    }
+
+    /// Whether this process holds partition `part`.
+    pub fn holds(&self, part: PartitionId) -> bool {
+        self.parts.get(part as usize).is_some_and(|p| p.held)
+    }
+
+    fn read_state(&self, bytes: &[u8]) -> Result<PipelineState, StateError> {
+        let state: PipelineState = postcard::from_bytes(bytes)?;
         if state.version != STATE_VERSION {
             return Err(StateError::Mismatch(format!(
                 "state version {} (this build reads {STATE_VERSION})",
                 state.version
             )));
         }
-        if state.parts.len() != self.parts.len() || state.operators.len() != self.operators.len() {
+        if state.partitions as usize != self.parts.len() {
             return Err(StateError::Mismatch(format!(
-                "{} partitions and {} operators in the state, {} and {} here",
-                state.parts.len(),
-                state.operators.len(),
-                self.parts.len(),
+                "{} partitions in the state, {} here",
+                state.partitions,
+                self.parts.len()
+            )));
+        }
+        Ok(state)
+    }
+
+    fn load_section(&mut self, part: PartitionId, bytes: &[u8]) -> Result<(), StateError> {
+        let slot = self
+            .parts
+            .get_mut(part as usize)
+            .ok_or_else(|| StateError::Mismatch(format!("no partition {part} here")))?;
+        let encoded = zstd::stream::decode_all(bytes)?;
+        let section: SectionIn = postcard::from_bytes(&encoded)?;
+        if section.operators.len() != self.operators.len() {
+            return Err(StateError::Mismatch(format!(
+                "{} operators in the state, {} here",
+                section.operators.len(),
                 self.operators.len()
             )));
         }
-        for (op, bytes) in self.operators.iter_mut().zip(&state.operators) {
-            op.restore(bytes)?;
+        *slot = PartitionState {
+            held: true,
+            watermark: section.watermark,
+            status: section.status,
+            counters: section.counters,
+        };
+        if let Some(hours) = section.dedup {
+            self.dedup.restore(part, hours)?;
         }
-        self.parts = state.parts;
-        self.effective = state.effective;
-        self.dedup = state.dedup;
-        self.counters = state.counters;
+        for (op, bytes) in self.operators.iter_mut().zip(&section.operators) {
+            if let Some(bytes) = bytes {
+                op.restore(part, bytes)?;
+            }
+        }
         Ok(())
     }
 
@@ -303,7 +440,7 @@ impl Pipeline {
         let active = self
             .parts
             .iter()
-            .filter(|p| p.status == PartitionStatus::Active)
+            .filter(|p| p.held && p.status == PartitionStatus::Active)
             .map(|p| p.watermark)
             .min();
         if let Some(wm) = active {
@@ -356,17 +493,29 @@ impl Pipeline {
 }
 
 /// Version of the snapshot encoding; bump on any change to the state's shape.
-pub const STATE_VERSION: u32 = 1;
+/// 2: state kept apart by source partition, one compressed section each.
+pub const STATE_VERSION: u32 = 2;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PipelineState {
     version: u32,
-    parts: Vec<PartitionState>,
+    partitions: u32,
     effective: i64,
-    dedup: Dedup,
-    counters: Counters,
-    operators: Vec<Vec<u8>>,
+    /// `(partition, zstd(postcard(Section)))`, one per partition held.
+    sections: Vec<(PartitionId, Vec<u8>)>,
 }
+
+/// One partition's state in a snapshot; `H` is its ids, `O` an operator's part.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Section<H, O> {
+    watermark: i64,
+    status: PartitionStatus,
+    counters: Counters,
+    dedup: Option<H>,
+    operators: Vec<Option<O>>,
+}
+
+type SectionIn = Section<Hours, Vec<u8>>;
 
 /// The hive partition directory of the hour `hour` (hours since the epoch).
 fn hive_partition(hour: i64) -> String {
@@ -488,6 +637,22 @@ mod tests {
         let _ = p.take_output(true).unwrap();
         let state = p.snapshot().unwrap();
         assert_eq!(run(Some(&state)), run(None));
+        // Partition by partition, in any order, and once more over itself: the same.
+        let mut by_part = Pipeline::new(PipelineConfig::default(), "t", 2, PositionStyle::Line);
+        for part in [1, 0, 1] {
+            by_part.restore_partition(&state, part).unwrap();
+        }
+        assert_eq!(by_part.snapshot().unwrap(), state);
+        // Given up, a partition holds nothing and counts nothing.
+        by_part.release_partition(0);
+        assert!(!by_part.holds(0));
+        assert_eq!(by_part.counters(), Counters::default());
+        assert_eq!(by_part.state_entries(), 0);
+        assert!(
+            by_part
+                .restore_partition(&by_part.snapshot().unwrap(), 0)
+                .is_err()
+        );
         // A state of another shape is refused.
         let mut other = Pipeline::new(PipelineConfig::default(), "t", 3, PositionStyle::Line);
         assert!(other.restore(&state).is_err());

@@ -3,6 +3,11 @@
 //! Distance is the haversine length of the path through the window's pings ordered by
 //! (`event_time`, `event_id`), so pings are kept until the window is final and sorted
 //! then: arrival order never changes the answer.
+//!
+//! A rider's pings share a partition (they are keyed by `rider_id`), but the
+//! deliveries counted here come from `order_delivered` events, keyed by their store:
+//! so a rider's window usually has partials from several partitions, merged when the
+//! window is written.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,6 +16,7 @@ use rushhour_schemas::{Event, EventType};
 use serde::{Deserialize, Serialize};
 
 use crate::operator::{Curated, Operator, RiderMinuteRow, StateError};
+use crate::partials::{Partials, PartitionId, by_partition};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Ping {
@@ -28,10 +34,13 @@ struct RiderAgg {
 }
 
 /// The rider-side operator.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct RiderOperator {
-    minutes: BTreeMap<i64, HashMap<Box<str>, RiderAgg>>,
+    minutes: BTreeMap<i64, HashMap<Box<str>, Partials<RiderAgg>>>,
 }
+
+/// One partition's part of the state: `((window start, rider), partial)`.
+type RiderPart<R, A> = Vec<((i64, R), A)>;
 
 /// The contract's earth radius (the IUGG mean radius), metres.
 pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
@@ -50,17 +59,20 @@ pub fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 }
 
 impl RiderOperator {
-    fn agg(&mut self, t: i64, rider: &str) -> &mut RiderAgg {
-        self.minutes
-            .entry(window_start(t, MINUTE_MS))
-            .or_default()
-            .entry(rider.into())
-            .or_default()
+    /// The partial of `part` in `rider`'s window at `t`, opened if need be.
+    fn agg(&mut self, part: PartitionId, t: i64, rider: &str) -> Option<&mut RiderAgg> {
+        let riders = self.minutes.entry(window_start(t, MINUTE_MS)).or_default();
+        // Look up before inserting: most pings find their window open, and the key
+        // would be allocated for nothing.
+        if !riders.contains_key(rider) {
+            riders.insert(rider.into(), Partials::default());
+        }
+        riders.get_mut(rider).map(|p| p.of(part))
     }
 }
 
 impl Operator for RiderOperator {
-    fn process(&mut self, ev: &Event<'_>) {
+    fn process(&mut self, part: PartitionId, ev: &Event<'_>) {
         let Some(rider) = ev.rider_id.as_deref() else {
             return;
         };
@@ -76,9 +88,15 @@ impl Operator for RiderOperator {
                     lon,
                     speed: ev.speed_mps,
                 };
-                self.agg(ev.event_time, rider).pings.push(ping);
+                if let Some(agg) = self.agg(part, ev.event_time, rider) {
+                    agg.pings.push(ping);
+                }
             }
-            EventType::OrderDelivered => self.agg(ev.event_time, rider).deliveries += 1,
+            EventType::OrderDelivered => {
+                if let Some(agg) = self.agg(part, ev.event_time, rider) {
+                    agg.deliveries += 1;
+                }
+            }
             _ => {}
         }
     }
@@ -89,7 +107,12 @@ impl Operator for RiderOperator {
             if start > watermark.saturating_sub(MINUTE_MS) {
                 break;
             }
-            for (rider_id, mut agg) in entry.remove() {
+            for (rider_id, partials) in entry.remove() {
+                let mut agg = RiderAgg::default();
+                for mut partial in partials.into_values() {
+                    agg.pings.append(&mut partial.pings);
+                    agg.deliveries += partial.deliveries;
+                }
                 agg.pings
                     .sort_by(|a, b| (a.time, &a.event_id).cmp(&(b.time, &b.event_id)));
                 let distance_m = agg
@@ -112,13 +135,41 @@ impl Operator for RiderOperator {
         }
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, StateError> {
-        Ok(postcard::to_stdvec(self)?)
+    fn snapshot(&self) -> Result<BTreeMap<PartitionId, Vec<u8>>, StateError> {
+        let entries = self.minutes.iter().flat_map(|(&start, riders)| {
+            riders
+                .iter()
+                .map(move |(rider, partials)| ((start, &**rider), partials))
+        });
+        by_partition(entries)
+            .into_iter()
+            .map(|(part, rows): (_, RiderPart<&str, &RiderAgg>)| {
+                Ok((part, postcard::to_stdvec(&rows)?))
+            })
+            .collect()
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        *self = postcard::from_bytes(bytes)?;
+    fn restore(&mut self, part: PartitionId, bytes: &[u8]) -> Result<(), StateError> {
+        let rows: RiderPart<Box<str>, RiderAgg> = postcard::from_bytes(bytes)?;
+        for ((start, rider), agg) in rows {
+            let partials = self
+                .minutes
+                .entry(start)
+                .or_default()
+                .entry(rider)
+                .or_default();
+            if !partials.insert(part, agg) {
+                return Err(StateError::twice(part));
+            }
+        }
         Ok(())
+    }
+
+    fn release(&mut self, part: PartitionId) {
+        self.minutes.retain(|_, riders| {
+            riders.retain(|_, partials| !partials.release(part));
+            !riders.is_empty()
+        });
     }
 
     fn state_entries(&self) -> usize {

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::operator::{
     Curated, DeliveryRow, Operator, StateError, StoreDeliveryRow, StoreMinuteRow,
 };
+use crate::partials::{Partials, PartitionId, by_partition};
 
 /// Width of a `store_delivery_5m` window.
 pub const SLIDE_SIZE_MS: i64 = 5 * MINUTE_MS;
@@ -40,14 +41,70 @@ struct Pending {
     counted: bool,
 }
 
+/// What one source partition knows of an order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct OrderState {
+struct OrderPart {
     placed: Option<i64>,
     picked_up: Option<i64>,
     last_seen: i64,
+    /// Deliveries read from this partition, not yet written as `deliveries` rows.
     pending: Vec<Pending>,
+}
+
+impl Default for OrderPart {
+    fn default() -> Self {
+        OrderPart {
+            placed: None,
+            picked_up: None,
+            last_seen: i64::MIN,
+            pending: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Order {
+    parts: Partials<OrderPart>,
     /// Due time of the earliest timer queued for this order.
     timer: i64,
+}
+
+/// An order's join state, its partitions' parts merged.
+#[derive(Debug, Clone, Copy)]
+struct Joined {
+    placed: Option<i64>,
+    picked_up: Option<i64>,
+    last_seen: i64,
+    pending: bool,
+    uncounted: bool,
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+impl Order {
+    fn joined(&self) -> Joined {
+        let mut j = Joined {
+            placed: None,
+            picked_up: None,
+            last_seen: i64::MIN,
+            pending: false,
+            uncounted: false,
+        };
+        for p in self.parts.values() {
+            j.placed = min_opt(j.placed, p.placed);
+            j.picked_up = min_opt(j.picked_up, p.picked_up);
+            j.last_seen = j.last_seen.max(p.last_seen);
+            j.pending |= !p.pending.is_empty();
+            j.uncounted |= p.pending.iter().any(|d| !d.counted);
+        }
+        j
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -71,15 +128,29 @@ struct SlideAgg {
     pending: u32,
 }
 
+/// Window aggregates by window start, then store.
+type Windows<A> = BTreeMap<i64, HashMap<Arc<str>, Partials<A>>>;
+
+/// One partition's part of the state, as encoded in a snapshot.
+#[derive(Serialize, Deserialize)]
+struct StorePart<S, O, M, D> {
+    orders: Vec<(S, O)>,
+    minutes: Vec<((i64, S), M)>,
+    slides: Vec<((i64, S), D)>,
+}
+
+type StorePartOut<'a> = StorePart<&'a str, &'a OrderPart, &'a MinuteAgg, &'a SlideAgg>;
+type StorePartIn = StorePart<Box<str>, OrderPart, MinuteAgg, SlideAgg>;
+
 /// The store-side operator. See the module docs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct StoreOperator {
     ttl_ms: i64,
     stores: HashSet<Arc<str>>,
-    orders: HashMap<Box<str>, OrderState>,
+    orders: HashMap<Box<str>, Order>,
     timers: BinaryHeap<Reverse<(i64, Box<str>)>>,
-    minutes: BTreeMap<i64, HashMap<Arc<str>, MinuteAgg>>,
-    slides: BTreeMap<i64, HashMap<Arc<str>, SlideAgg>>,
+    minutes: Windows<MinuteAgg>,
+    slides: Windows<SlideAgg>,
 }
 
 impl StoreOperator {
@@ -112,16 +183,16 @@ impl StoreOperator {
     /// When something about the order can next become final: a pending delivery's
     /// window contribution (needs the placement), its `deliveries` row (placement and
     /// pickup), or the expiry of the whole order.
-    fn due(ttl_ms: i64, o: &OrderState) -> i64 {
+    fn due(ttl_ms: i64, o: &Joined) -> i64 {
         let expiry = o.last_seen.saturating_add(ttl_ms).saturating_add(1);
         let Some(placed) = o.placed else {
             return expiry;
         };
-        if o.pending.is_empty() {
+        if !o.pending {
             return expiry;
         }
         let mut due = expiry;
-        if o.pending.iter().any(|d| !d.counted) {
+        if o.uncounted {
             due = due.min(placed);
         }
         if let Some(picked_up) = o.picked_up {
@@ -130,29 +201,51 @@ impl StoreOperator {
         due
     }
 
+    /// Queues a timer for `id` if its state is now due earlier than its timer says
+    /// (or, with `exact`, whenever the due time differs, after state was removed).
+    fn schedule(&mut self, id: &str, exact: bool) {
+        let Some(order) = self.orders.get_mut(id) else {
+            return;
+        };
+        let due = Self::due(self.ttl_ms, &order.joined());
+        if due < order.timer || (exact && due != order.timer) {
+            order.timer = due;
+            self.timers.push(Reverse((due, id.into())));
+        }
+    }
+
     fn slide_starts(t: i64) -> impl Iterator<Item = i64> {
         let last = window_start(t, SLIDE_STEP_MS);
         (0..SLIDE_SIZE_MS / SLIDE_STEP_MS).map(move |k| last - k * SLIDE_STEP_MS)
     }
 
-    /// Adds a delivery's duration (if its placement is known) to its windows and
-    /// releases their hold on it.
+    /// Adds a delivery's duration (if its placement is known) to its windows'
+    /// partials of partition `part` and releases their hold on it.
     fn count_in_windows(
-        minutes: &mut BTreeMap<i64, HashMap<Arc<str>, MinuteAgg>>,
-        slides: &mut BTreeMap<i64, HashMap<Arc<str>, SlideAgg>>,
+        minutes: &mut Windows<MinuteAgg>,
+        slides: &mut Windows<SlideAgg>,
+        part: PartitionId,
         d: &Pending,
         placed: Option<i64>,
     ) {
         let total = placed.map(|pl| d.delivered_at - pl);
         let minute = window_start(d.delivered_at, MINUTE_MS);
-        if let Some(agg) = minutes.get_mut(&minute).and_then(|m| m.get_mut(&d.store)) {
+        if let Some(agg) = minutes
+            .get_mut(&minute)
+            .and_then(|m| m.get_mut(&d.store))
+            .and_then(|p| p.get_mut(part))
+        {
             agg.pending -= 1;
             if let Some(ms) = total {
                 agg.delivery_ms.push(ms);
             }
         }
         for s in Self::slide_starts(d.delivered_at) {
-            if let Some(agg) = slides.get_mut(&s).and_then(|m| m.get_mut(&d.store)) {
+            if let Some(agg) = slides
+                .get_mut(&s)
+                .and_then(|m| m.get_mut(&d.store))
+                .and_then(|p| p.get_mut(part))
+            {
                 agg.pending -= 1;
                 if let Some(ms) = total {
                     agg.total_ms_sum += ms;
@@ -176,34 +269,44 @@ impl StoreOperator {
             if order.timer != due {
                 continue; // superseded by an earlier timer
             }
-            let expired = wm > order.last_seen.saturating_add(self.ttl_ms);
+            let j = order.joined();
+            let expired = wm > j.last_seen.saturating_add(self.ttl_ms);
             // No accepted event can be earlier than the watermark: a known minimum at
             // or behind it is final.
-            let placed_final = order.placed.is_some_and(|p| p <= wm);
-            let row_final = placed_final && order.picked_up.is_some_and(|u| u <= wm);
-            let (placed, picked_up) = (order.placed, order.picked_up);
+            let placed_final = j.placed.is_some_and(|p| p <= wm);
+            let row_final = placed_final && j.picked_up.is_some_and(|u| u <= wm);
             if expired || placed_final {
-                for d in order.pending.iter_mut().filter(|d| !d.counted) {
-                    Self::count_in_windows(&mut self.minutes, &mut self.slides, d, placed);
-                    d.counted = true;
+                for (part, op) in order.parts.iter_mut() {
+                    for d in op.pending.iter_mut().filter(|d| !d.counted) {
+                        Self::count_in_windows(
+                            &mut self.minutes,
+                            &mut self.slides,
+                            part,
+                            d,
+                            j.placed,
+                        );
+                        d.counted = true;
+                    }
                 }
             }
             if expired || row_final {
-                for d in std::mem::take(&mut order.pending) {
-                    out.deliveries.push(DeliveryRow {
-                        order_id: id.clone(),
-                        store_id: d.store,
-                        rider_id: d.rider,
-                        placed_at: placed,
-                        picked_up_at: picked_up,
-                        delivered_at: d.delivered_at,
-                    });
+                for op in order.parts.values_mut() {
+                    for d in std::mem::take(&mut op.pending) {
+                        out.deliveries.push(DeliveryRow {
+                            order_id: id.clone(),
+                            store_id: d.store,
+                            rider_id: d.rider,
+                            placed_at: j.placed,
+                            picked_up_at: j.picked_up,
+                            delivered_at: d.delivered_at,
+                        });
+                    }
                 }
             }
             if expired {
                 self.orders.remove(&id);
             } else {
-                let next = Self::due(self.ttl_ms, order);
+                let next = Self::due(self.ttl_ms, &order.joined());
                 order.timer = next;
                 self.timers.push(Reverse((next, id)));
             }
@@ -213,24 +316,34 @@ impl StoreOperator {
     fn emit_windows(&mut self, wm: i64, out: &mut Curated) {
         let mut done = Vec::new();
         for (&start, stores) in self.minutes.range_mut(..=wm.saturating_sub(MINUTE_MS)) {
-            stores.retain(|store, agg| {
-                if agg.pending > 0 {
+            stores.retain(|store, partials| {
+                if partials.values().any(|a| a.pending > 0) {
                     return true;
                 }
-                let mut delivery_ms = std::mem::take(&mut agg.delivery_ms);
-                delivery_ms.sort_unstable();
-                out.store_minute.push(StoreMinuteRow {
+                let mut row = StoreMinuteRow {
                     window_start: start,
                     store_id: store.clone(),
-                    orders_placed: agg.orders_placed,
-                    online_orders: agg.online_orders,
-                    items_sold: agg.items_sold,
-                    revenue_cents: agg.revenue_cents,
-                    orders_picked_up: agg.orders_picked_up,
-                    orders_delivered: agg.orders_delivered,
-                    orders_cancelled: agg.orders_cancelled,
-                    delivery_ms,
-                });
+                    orders_placed: 0,
+                    online_orders: 0,
+                    items_sold: 0,
+                    revenue_cents: 0,
+                    orders_picked_up: 0,
+                    orders_delivered: 0,
+                    orders_cancelled: 0,
+                    delivery_ms: Vec::new(),
+                };
+                for agg in partials.values_mut() {
+                    row.orders_placed += agg.orders_placed;
+                    row.online_orders += agg.online_orders;
+                    row.items_sold = row.items_sold.saturating_add(agg.items_sold);
+                    row.revenue_cents = row.revenue_cents.saturating_add(agg.revenue_cents);
+                    row.orders_picked_up += agg.orders_picked_up;
+                    row.orders_delivered += agg.orders_delivered;
+                    row.orders_cancelled += agg.orders_cancelled;
+                    row.delivery_ms.append(&mut agg.delivery_ms);
+                }
+                row.delivery_ms.sort_unstable();
+                out.store_minute.push(row);
                 false
             });
             if stores.is_empty() {
@@ -241,17 +354,23 @@ impl StoreOperator {
             self.minutes.remove(&start);
         }
         for (&start, stores) in self.slides.range_mut(..=wm.saturating_sub(SLIDE_SIZE_MS)) {
-            stores.retain(|store, agg| {
-                if agg.pending > 0 {
+            stores.retain(|store, partials| {
+                if partials.values().any(|a| a.pending > 0) {
                     return true;
                 }
-                out.store_delivery_5m.push(StoreDeliveryRow {
+                let mut row = StoreDeliveryRow {
                     window_start: start,
                     store_id: store.clone(),
-                    deliveries: agg.deliveries,
-                    total_ms_sum: agg.total_ms_sum,
-                    total_count: agg.total_count,
-                });
+                    deliveries: 0,
+                    total_ms_sum: 0,
+                    total_count: 0,
+                };
+                for agg in partials.values() {
+                    row.deliveries += agg.deliveries;
+                    row.total_ms_sum += agg.total_ms_sum;
+                    row.total_count += agg.total_count;
+                }
+                out.store_delivery_5m.push(row);
                 false
             });
             if stores.is_empty() {
@@ -262,10 +381,39 @@ impl StoreOperator {
             self.slides.remove(&start);
         }
     }
+
+    /// Restores one partition's window partials into `windows`.
+    fn restore_windows<A>(
+        &mut self,
+        part: PartitionId,
+        rows: Vec<((i64, Box<str>), A)>,
+        windows: fn(&mut Self) -> &mut Windows<A>,
+    ) -> Result<(), StateError> {
+        for ((start, store), agg) in rows {
+            let store = self.intern(&store);
+            let partials = windows(self)
+                .entry(start)
+                .or_default()
+                .entry(store)
+                .or_default();
+            if !partials.insert(part, agg) {
+                return Err(StateError::twice(part));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Drops partition `part`'s partials from `windows`, and windows left empty.
+fn release_windows<A>(windows: &mut Windows<A>, part: PartitionId) {
+    windows.retain(|_, stores| {
+        stores.retain(|_, partials| !partials.release(part));
+        !stores.is_empty()
+    });
 }
 
 impl Operator for StoreOperator {
-    fn process(&mut self, ev: &Event<'_>) {
+    fn process(&mut self, part: PartitionId, ev: &Event<'_>) {
         if ev.event_type == EventType::RiderLocation {
             return;
         }
@@ -280,7 +428,8 @@ impl Operator for StoreOperator {
             .entry(window_start(t, MINUTE_MS))
             .or_default()
             .entry(store.clone())
-            .or_default();
+            .or_default()
+            .of(part);
         match ev.event_type {
             EventType::OrderPlaced => {
                 agg.orders_placed += 1;
@@ -303,7 +452,8 @@ impl Operator for StoreOperator {
                         .entry(s)
                         .or_default()
                         .entry(store.clone())
-                        .or_default();
+                        .or_default()
+                        .of(part);
                     slide.deliveries += 1;
                     slide.pending += 1;
                 }
@@ -314,20 +464,16 @@ impl Operator for StoreOperator {
             }
             EventType::RiderLocation => return,
         }
-        let order = self.orders.entry(order_id.into()).or_insert(OrderState {
-            placed: None,
-            picked_up: None,
-            last_seen: t,
-            pending: Vec::new(),
+        let order = self.orders.entry(order_id.into()).or_insert(Order {
+            parts: Partials::default(),
             timer: i64::MAX,
         });
-        order.last_seen = order.last_seen.max(t);
+        let known = order.parts.of(part);
+        known.last_seen = known.last_seen.max(t);
         match ev.event_type {
-            EventType::OrderPlaced => order.placed = Some(order.placed.map_or(t, |p| p.min(t))),
-            EventType::OrderPickedUp => {
-                order.picked_up = Some(order.picked_up.map_or(t, |p| p.min(t)))
-            }
-            EventType::OrderDelivered => order.pending.push(Pending {
+            EventType::OrderPlaced => known.placed = min_opt(known.placed, Some(t)),
+            EventType::OrderPickedUp => known.picked_up = min_opt(known.picked_up, Some(t)),
+            EventType::OrderDelivered => known.pending.push(Pending {
                 delivered_at: t,
                 store,
                 rider: ev.rider_id.as_deref().unwrap_or_default().into(),
@@ -335,11 +481,7 @@ impl Operator for StoreOperator {
             }),
             _ => {}
         }
-        let due = Self::due(self.ttl_ms, order);
-        if due < order.timer {
-            order.timer = due;
-            self.timers.push(Reverse((due, order_id.into())));
-        }
+        self.schedule(order_id, false);
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Curated) {
@@ -347,13 +489,70 @@ impl Operator for StoreOperator {
         self.emit_windows(watermark, out);
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, StateError> {
-        Ok(postcard::to_stdvec(self)?)
+    fn snapshot(&self) -> Result<BTreeMap<PartitionId, Vec<u8>>, StateError> {
+        fn windows<A>(w: &Windows<A>) -> impl Iterator<Item = ((i64, &str), &Partials<A>)> {
+            w.iter().flat_map(|(&start, stores)| {
+                stores
+                    .iter()
+                    .map(move |(store, partials)| ((start, &**store), partials))
+            })
+        }
+        let mut parts: BTreeMap<PartitionId, StorePartOut<'_>> = BTreeMap::new();
+        fn part<'a, 'b>(
+            parts: &'b mut BTreeMap<PartitionId, StorePartOut<'a>>,
+            p: PartitionId,
+        ) -> &'b mut StorePartOut<'a> {
+            parts.entry(p).or_insert_with(|| StorePart {
+                orders: Vec::new(),
+                minutes: Vec::new(),
+                slides: Vec::new(),
+            })
+        }
+        for (p, rows) in by_partition(self.orders.iter().map(|(id, o)| (&**id, &o.parts))) {
+            part(&mut parts, p).orders = rows;
+        }
+        for (p, rows) in by_partition(windows(&self.minutes)) {
+            part(&mut parts, p).minutes = rows;
+        }
+        for (p, rows) in by_partition(windows(&self.slides)) {
+            part(&mut parts, p).slides = rows;
+        }
+        parts
+            .into_iter()
+            .map(|(p, state)| Ok((p, postcard::to_stdvec(&state)?)))
+            .collect()
     }
 
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        *self = postcard::from_bytes(bytes)?;
+    fn restore(&mut self, part: PartitionId, bytes: &[u8]) -> Result<(), StateError> {
+        let state: StorePartIn = postcard::from_bytes(bytes)?;
+        for (id, mut known) in state.orders {
+            for d in &mut known.pending {
+                d.store = self.intern(&d.store);
+            }
+            let order = self.orders.entry(id.clone()).or_insert(Order {
+                parts: Partials::default(),
+                timer: i64::MAX,
+            });
+            if !order.parts.insert(part, known) {
+                return Err(StateError::twice(part));
+            }
+            self.schedule(&id, false);
+        }
+        self.restore_windows(part, state.minutes, |op| &mut op.minutes)?;
+        self.restore_windows(part, state.slides, |op| &mut op.slides)?;
         Ok(())
+    }
+
+    fn release(&mut self, part: PartitionId) {
+        self.orders.retain(|_, o| !o.parts.release(part));
+        // What is left of an order may be due at another time now (its latest event
+        // may have been the released partition's).
+        let ids: Vec<Box<str>> = self.orders.keys().cloned().collect();
+        for id in ids {
+            self.schedule(&id, true);
+        }
+        release_windows(&mut self.minutes, part);
+        release_windows(&mut self.slides, part);
     }
 
     fn state_entries(&self) -> usize {
@@ -383,8 +582,8 @@ mod tests {
     fn windows_need_only_the_placement_rows_need_the_pickup_too() {
         let mut op = StoreOperator::new(6 * 3_600_000);
         let mut out = Curated::default();
-        op.process(&ev(EventType::OrderPlaced, "o", 0));
-        op.process(&ev(EventType::OrderDelivered, "o", 600));
+        op.process(0, &ev(EventType::OrderPlaced, "o", 0));
+        op.process(0, &ev(EventType::OrderDelivered, "o", 600));
         op.on_watermark(T0 + 700_000, &mut out);
         // The minute 12:10 is final without a pickup; the deliveries row is not.
         let minute = out
@@ -395,7 +594,7 @@ mod tests {
         assert_eq!(minute.delivery_ms, vec![600_000]);
         assert!(out.deliveries.is_empty());
         // A pickup that arrives later still counts in the row.
-        op.process(&ev(EventType::OrderPickedUp, "o", 800));
+        op.process(0, &ev(EventType::OrderPickedUp, "o", 800));
         op.on_watermark(T0 + 900_000, &mut out);
         assert_eq!(out.deliveries.len(), 1);
         assert_eq!(out.deliveries[0].picked_up_at, Some(T0 + 800_000));
@@ -405,7 +604,7 @@ mod tests {
     fn a_window_waits_for_a_placement_that_arrives_after_the_delivery() {
         let mut op = StoreOperator::new(6 * 3_600_000);
         let mut out = Curated::default();
-        op.process(&ev(EventType::OrderDelivered, "o", 60));
+        op.process(0, &ev(EventType::OrderDelivered, "o", 60));
         op.on_watermark(T0 + 300_000, &mut out);
         assert!(
             out.store_minute
@@ -413,7 +612,7 @@ mod tests {
                 .all(|r| r.window_start != T0 + 60_000),
             "held for the join"
         );
-        op.process(&ev(EventType::OrderPlaced, "o", 400)); // after the delivery: odd but accepted
+        op.process(0, &ev(EventType::OrderPlaced, "o", 400)); // after the delivery: odd but accepted
         op.on_watermark(T0 + 500_000, &mut out);
         let minute = out
             .store_minute
@@ -427,8 +626,8 @@ mod tests {
     fn order_state_expires_after_its_ttl() {
         let mut op = StoreOperator::new(60_000);
         let mut out = Curated::default();
-        op.process(&ev(EventType::OrderPlaced, "o", 0));
-        op.process(&ev(EventType::OrderDelivered, "p", 0));
+        op.process(0, &ev(EventType::OrderPlaced, "o", 0));
+        op.process(0, &ev(EventType::OrderDelivered, "p", 0));
         assert_eq!(op.open_orders(), 2);
         op.on_watermark(T0 + 61_000, &mut out);
         assert_eq!(op.open_orders(), 0);

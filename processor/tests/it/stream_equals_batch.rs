@@ -10,7 +10,7 @@ use rushhour_processor::PipelineConfig;
 use rushhour_schemas::Table;
 use rushhour_schemas::time::format_millis;
 
-use crate::util::{Cell, f, i, null, run_batches, s};
+use crate::util::{Cell, f, i, null, run_batches, run_with_moved_partitions, s};
 
 const BASE: i64 = 1_795_262_400_000; // 2026-11-21T12:00:00Z
 const LATENESS: i64 = 10_000;
@@ -100,17 +100,31 @@ fn arb_event() -> impl Strategy<Value = Ev> {
 /// A stream: events in event-time order with ids, then arrival order perturbed by up to
 /// `disorder` ms, some duplicates and invalid lines mixed in.
 fn arb_stream() -> impl Strategy<Value = (Vec<(u32, String)>, u32, Vec<usize>)> {
+    arb_stream_with(30, false)
+}
+
+/// [`arb_stream`] with arrival disorder of up to `max_disorder_s` seconds; `keyed`
+/// makes it a stream as the contract's producers write it: an order's events all
+/// name one store (so they share a partition), and a duplicate is the same record
+/// sent again (so it lands on the same partition).
+fn arb_stream_with(
+    max_disorder_s: i64,
+    keyed: bool,
+) -> impl Strategy<Value = (Vec<(u32, String)>, u32, Vec<usize>)> {
     (
         proptest::collection::vec(arb_event(), 1..160),
-        (0i64..30).prop_map(|sec| sec * 1000),
+        (0..=max_disorder_s).prop_map(|sec| sec * 1000),
         proptest::collection::vec(any::<u64>(), 160),
         1u32..4,
         proptest::collection::vec(1usize..40, 1..20),
     )
-        .prop_map(|(mut evs, disorder, noise, partitions, cuts)| {
+        .prop_map(move |(mut evs, disorder, noise, partitions, cuts)| {
             evs.sort_by_key(|e| e.time);
             for (k, e) in evs.iter_mut().enumerate() {
                 e.id = format!("ev{k}");
+                if keyed {
+                    e.store = e.order % 3;
+                }
             }
             // Arrival = time + jitter in [0, disorder]; stable sort keeps ties in order.
             let mut arrivals: Vec<(i64, usize)> = evs
@@ -126,6 +140,8 @@ fn arb_stream() -> impl Strategy<Value = (Vec<(u32, String)>, u32, Vec<usize>)> 
                 .collect();
             arrivals.sort();
             let mut lines = Vec::new();
+            // Records sent again later: (position in `lines` to insert at, record).
+            let mut resent = Vec::new();
             for (n, (_, k)) in arrivals.iter().enumerate() {
                 let e = &evs[*k];
                 // Order events by store, pings by rider: the contract's partition keys.
@@ -140,7 +156,11 @@ fn arb_stream() -> impl Strategy<Value = (Vec<(u32, String)>, u32, Vec<usize>)> 
                 if r % 13 == 0 {
                     lines.push((part, e.json())); // a duplicate
                 }
-                if r % 19 == 0 {
+                if r % 11 == 0 {
+                    // A duplicate a while later (a producer's retry).
+                    resent.push((lines.len() + (r / 11 % 40) as usize, (part, e.json())));
+                }
+                if r % 19 == 0 && !keyed {
                     lines.push(((part + 1) % partitions, e.json())); // one on another partition
                 }
                 if r % 17 == 0 {
@@ -149,6 +169,9 @@ fn arb_stream() -> impl Strategy<Value = (Vec<(u32, String)>, u32, Vec<usize>)> 
                         r#"{"event_id":"bad","event_type":"order_placed"}"#.to_owned(),
                     ));
                 }
+            }
+            for (at, line) in resent.into_iter().rev() {
+                lines.insert(at.min(lines.len()), line);
             }
             (lines, partitions, cuts)
         })
@@ -401,24 +424,9 @@ proptest! {
 
     #[test]
     fn curated_tables_equal_the_batch_answer((lines, partitions, cuts) in arb_stream()) {
-        // Cut the arrival sequence into batches of random sizes.
-        let mut batches = Vec::new();
-        let mut rest: &[(u32, String)] = &lines;
-        let mut k = 0;
-        while !rest.is_empty() {
-            let n = cuts[k % cuts.len()].min(rest.len());
-            batches.push(rest[..n].iter().map(|(p, l)| (*p, l.clone().into_bytes())).collect::<Vec<_>>());
-            rest = &rest[n..];
-            k += 1;
-        }
+        let batches = cut_batches(&lines, &cuts);
         // The pipeline sees records in exactly this order, so the oracle replays it.
-        let order: Vec<(u32, String)> = batches
-            .iter()
-            .flat_map(|b| {
-                // run_batches groups consecutive records of one partition; order is kept.
-                b.iter().map(|(p, l)| (*p, String::from_utf8(l.clone()).unwrap()))
-            })
-            .collect();
+        let order = arrival_order(&batches);
         let cfg = PipelineConfig { lateness_ms: LATENESS, ..PipelineConfig::default() };
         let (lake, counters) = run_batches(cfg, partitions, &batches);
         let (accepted, late) = classify(&order, partitions);
@@ -434,4 +442,86 @@ proptest! {
         let raw_rows = lake.tables.get(&Table::RawEvents).map_or(0, Vec::len);
         prop_assert_eq!(raw_rows, accepted.len() + late.len());
     }
+
+    /// Separable state: partitions handed to another process mid-stream, with just
+    /// their part of a checkpoint, lose and duplicate nothing. Disorder stays within
+    /// the lateness, so no event is late and acceptance does not depend on which
+    /// process's watermark judged it.
+    #[test]
+    fn partitions_moved_to_another_process_take_exactly_their_state(
+        (lines, partitions, cuts) in arb_stream_with(9, true),
+        cut_at in 0usize..20,
+        mask in any::<u8>(),
+    ) {
+        let batches = cut_batches(&lines, &cuts);
+        let cut = cut_at.min(batches.len());
+        let moved: Vec<u32> = (0..partitions).filter(|p| mask >> p & 1 == 1).collect();
+        let cfg = PipelineConfig { lateness_ms: LATENESS, ..PipelineConfig::default() };
+        let (lake, counters) = run_with_moved_partitions(cfg, partitions, &batches, cut, &moved);
+        let (accepted, late) = classify(&arrival_order(&batches), partitions);
+        prop_assert!(late.is_empty());
+        prop_assert_eq!(counters.late, 0);
+        prop_assert_eq!(counters.accepted as usize, accepted.len());
+        let want = batch_answer(&accepted, &late);
+        prop_assert_eq!(lake.sorted(Table::StoreMinute), want.store_minute);
+        prop_assert_eq!(lake.sorted(Table::Deliveries), want.deliveries);
+        prop_assert_eq!(lake.sorted(Table::StoreDelivery5m), want.store_delivery_5m);
+        prop_assert_eq!(merge_rider_partials(lake.sorted(Table::RiderMinute)), want.rider_minute);
+        let raw_rows = lake.tables.get(&Table::RawEvents).map_or(0, Vec::len);
+        prop_assert_eq!(raw_rows, accepted.len());
+    }
+}
+
+/// Cuts the arrival sequence into batches of the sizes in `cuts` (cycled).
+fn cut_batches(lines: &[(u32, String)], cuts: &[usize]) -> Vec<Vec<(u32, Vec<u8>)>> {
+    let mut batches = Vec::new();
+    let mut rest = lines;
+    let mut k = 0;
+    while !rest.is_empty() {
+        let n = cuts[k % cuts.len()].min(rest.len());
+        batches.push(
+            rest[..n]
+                .iter()
+                .map(|(p, l)| (*p, l.clone().into_bytes()))
+                .collect(),
+        );
+        rest = &rest[n..];
+        k += 1;
+    }
+    batches
+}
+
+/// The records in the order the pipeline sees them (it keeps the order within a batch).
+fn arrival_order(batches: &[Vec<(u32, Vec<u8>)>]) -> Vec<(u32, String)> {
+    batches
+        .iter()
+        .flatten()
+        .map(|(p, l)| (*p, String::from_utf8(l.clone()).unwrap()))
+        .collect()
+}
+
+/// Merges the `rider_minute` rows that two processes write for one rider and minute
+/// once its partitions are split between them: the pings come from the rider's
+/// partition, deliveries from their stores' (CONTRACT §1's partition keys).
+fn merge_rider_partials(rows: Vec<Vec<Cell>>) -> Vec<Vec<Cell>> {
+    let mut by_key: BTreeMap<String, Vec<Cell>> = BTreeMap::new();
+    for row in rows {
+        let key = format!("{:?}", &row[..3]);
+        let Some(acc) = by_key.get_mut(&key) else {
+            by_key.insert(key, row);
+            continue;
+        };
+        let (Cell::Int(p1), Cell::Int(p2), Cell::Int(d1), Cell::Int(d2)) =
+            (&acc[3], &row[3], &acc[6], &row[6])
+        else {
+            panic!("rider_minute pings and deliveries are integers");
+        };
+        assert!(*p1 == 0 || *p2 == 0, "a rider's pings share a partition");
+        let deliveries = Cell::Int(d1 + d2);
+        if *p2 > 0 {
+            acc[3..6].clone_from_slice(&row[3..6]);
+        }
+        acc[6] = deliveries;
+    }
+    sorted(by_key.into_values().collect())
 }

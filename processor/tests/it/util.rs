@@ -124,28 +124,84 @@ pub fn run_batches(
     let mut lake = Lake::default();
     let mut offsets = vec![0u64; partitions as usize];
     for batch in batches {
-        // A source batch holds one partition: split runs of the same partition.
-        let mut k = 0;
-        while k < batch.len() {
-            let part = batch[k].0;
-            let mut sb = SourceBatch {
-                partition: part,
-                ..Default::default()
-            };
-            while k < batch.len() && batch[k].0 == part {
-                let start = sb.data.len();
-                sb.data.extend_from_slice(&batch[k].1);
-                sb.records
-                    .push((start..sb.data.len(), offsets[part as usize]));
-                offsets[part as usize] += 1;
-                k += 1;
-            }
-            p.process_batch(&sb, 0).unwrap();
-        }
-        p.advance();
-        lake.add(p.take_output(false).unwrap());
+        feed(&mut p, &mut lake, &mut offsets, batch);
     }
     p.flush_all();
     lake.add(p.take_output(true).unwrap());
     (lake, p.counters())
+}
+
+/// Hands `batch` to `p` (a source batch holds one partition: runs of the same
+/// partition are split), then steps the watermark and collects the output.
+fn feed(p: &mut Pipeline, lake: &mut Lake, offsets: &mut [u64], batch: &[(u32, Vec<u8>)]) {
+    let mut k = 0;
+    while k < batch.len() {
+        let part = batch[k].0;
+        let mut sb = SourceBatch {
+            partition: part,
+            ..Default::default()
+        };
+        while k < batch.len() && batch[k].0 == part {
+            let start = sb.data.len();
+            sb.data.extend_from_slice(&batch[k].1);
+            sb.records
+                .push((start..sb.data.len(), offsets[part as usize]));
+            offsets[part as usize] += 1;
+            k += 1;
+        }
+        p.process_batch(&sb, 0).unwrap();
+    }
+    p.advance();
+    lake.add(p.take_output(false).unwrap());
+}
+
+/// A consumer-group rebalance in miniature: one process runs the first `cut` batches,
+/// takes a checkpoint and gives up the partitions in `moved`; a second process
+/// restores just those partitions' state from the checkpoint. Both then read the rest
+/// of their own partitions. Returns the lake both wrote and their summed counters.
+pub fn run_with_moved_partitions(
+    cfg: PipelineConfig,
+    partitions: u32,
+    batches: &[Vec<(u32, Vec<u8>)>],
+    cut: usize,
+    moved: &[u32],
+) -> (Lake, Counters) {
+    let new = || {
+        Pipeline::new(
+            cfg.clone(),
+            "test:in",
+            partitions,
+            PositionStyle::PartitionOffset,
+        )
+    };
+    let mut first = new();
+    let mut lake = Lake::default();
+    let mut offsets = vec![0u64; partitions as usize];
+    for batch in &batches[..cut] {
+        feed(&mut first, &mut lake, &mut offsets, batch);
+    }
+    lake.add(first.take_output(true).unwrap());
+    let checkpoint = first.snapshot().unwrap();
+    let mut second = new();
+    for part in 0..partitions {
+        if moved.contains(&part) {
+            first.release_partition(part);
+            second.restore_partition(&checkpoint, part).unwrap();
+        } else {
+            second.release_partition(part);
+        }
+    }
+    for batch in &batches[cut..] {
+        let (theirs, ours): (Vec<_>, Vec<_>) =
+            batch.iter().cloned().partition(|(p, _)| moved.contains(p));
+        feed(&mut first, &mut lake, &mut offsets, &ours);
+        feed(&mut second, &mut lake, &mut offsets, &theirs);
+    }
+    let mut counters = Counters::default();
+    for p in [&mut first, &mut second] {
+        p.flush_all();
+        lake.add(p.take_output(true).unwrap());
+        counters += p.counters();
+    }
+    (lake, counters)
 }
