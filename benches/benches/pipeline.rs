@@ -161,6 +161,21 @@ fn checkpoint(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // What a process taking over one partition in a rebalance reads: a quarter.
+    g.bench_function("restore_one_of_4_partitions", |b| {
+        b.iter_batched(
+            || {
+                Pipeline::new(
+                    PipelineConfig::default(),
+                    "bench",
+                    4,
+                    PositionStyle::PartitionOffset,
+                )
+            },
+            |mut fresh| fresh.restore_partition(&state, 2).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
     g.finish();
 }
 

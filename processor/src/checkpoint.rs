@@ -31,8 +31,9 @@ use crate::sink::{BoxError, StagedFile};
 
 /// Format name in every manifest.
 pub const FORMAT: &str = "rushhour-checkpoint";
-/// Version of the manifest and state layout this build writes and reads.
-pub const VERSION: u32 = 1;
+/// Version of the manifest and state layout this build writes and reads: the state's
+/// (a change to either bumps [`STATE_VERSION`](crate::pipeline::STATE_VERSION)).
+pub const VERSION: u32 = crate::pipeline::STATE_VERSION;
 
 /// Where checkpoints live. Names are flat (`manifest-0000000042.json`).
 ///
