@@ -129,6 +129,9 @@ pub struct Manifest {
     pub staged: Vec<StagedFile>,
     /// Wall-clock time of the commit, epoch ms.
     pub created_at_ms: i64,
+    /// Time it took to encode the state, ms.
+    #[serde(default)]
+    pub state_encode_ms: f64,
 }
 
 /// A checkpoint read back: its manifest and its state bytes.
@@ -188,6 +191,8 @@ pub struct EpochEnd {
     pub staged: Vec<StagedFile>,
     /// Wall-clock time, epoch ms.
     pub created_at_ms: i64,
+    /// Time it took to encode the state, ms.
+    pub state_encode_ms: f64,
 }
 
 /// Writes, finds and prunes the checkpoints of one pipeline.
@@ -331,6 +336,7 @@ impl Checkpointer {
             counters,
             staged,
             created_at_ms,
+            state_encode_ms,
         } = at;
         let state_object = state_name(epoch);
         self.store
@@ -351,6 +357,7 @@ impl Checkpointer {
             counters,
             staged,
             created_at_ms,
+            state_encode_ms,
         };
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| CheckpointError::Store {
             location: self.store.location(),
@@ -408,6 +415,7 @@ mod tests {
             counters: Counters::default(),
             staged: vec![],
             created_at_ms: 0,
+            state_encode_ms: 0.0,
         }
     }
 

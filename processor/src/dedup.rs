@@ -80,14 +80,16 @@ impl Dedup {
 
     /// Forgets partition `part`'s ids.
     pub fn release(&mut self, part: PartitionId) {
-        for h in self
-            .parts
-            .remove(&part)
-            .into_iter()
-            .flat_map(|hours| hours.into_values())
-            .flatten()
-        {
-            self.seen.remove(&h);
+        let Some(hours) = self.parts.remove(&part) else {
+            return;
+        };
+        for h in hours.values().flatten() {
+            self.seen.remove(h);
+        }
+        // An id may also be filed under another partition (restored into a process
+        // that had seen it there): those stay.
+        for h in self.parts.values().flat_map(BTreeMap::values).flatten() {
+            self.seen.insert(*h);
         }
     }
 
@@ -156,6 +158,15 @@ mod tests {
         assert_eq!(other.len(), 50);
         assert!(!other.insert(0, "id7", 0));
         assert!(other.restore(1, Hours::new()).is_err(), "restored twice");
+        // Filed under two partitions, an id stays while either holds it.
+        let mut twice = Dedup::default();
+        twice.insert(0, "id1", 0);
+        twice
+            .restore(1, postcard::from_bytes(&odd).unwrap())
+            .unwrap();
+        twice.release(1);
+        assert!(!twice.insert(2, "id1", 0));
+        assert!(twice.insert(2, "id3", 0));
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! contributed to it. Within one process the partials of a key are merged whenever the
 //! key is read (a window is final when every partial is, its row sums them), so the
 //! answer never depends on how records were spread over partitions. Moving a partition
-//! takes exactly its partials out of one process and into another; nothing is lost or
-//! counted twice.
+//! takes exactly its partials out of one process and into another: every contribution
+//! is in exactly one place. Answers stay exact across processes for keys whose records
+//! share a partition, which the contract's producer keys give (ARCHITECTURE.md has the
+//! one exception, `rider_minute.deliveries`).
 //!
 //! Nearly every key has one partial (the producer keys records so that a store's
 //! events share a partition), so the partials of a key live inline, without a heap

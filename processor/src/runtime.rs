@@ -315,6 +315,7 @@ pub fn run(
             if let Some(cp) = start.checkpointer {
                 let t = Instant::now();
                 let state = pipeline.snapshot()?;
+                let state_encode_ms = t.elapsed().as_secs_f64() * 1e3;
                 cp.commit(
                     &state,
                     EpochEnd {
@@ -324,6 +325,7 @@ pub fn run(
                         counters: pipeline.counters(),
                         staged: staged.clone(),
                         created_at_ms: now_ms(),
+                        state_encode_ms,
                     },
                 )?;
                 checkpoint = CheckpointStats {

@@ -481,7 +481,11 @@ impl Operator for StoreOperator {
             }),
             _ => {}
         }
-        self.schedule(order_id, false);
+        let due = Self::due(self.ttl_ms, &order.joined());
+        if due < order.timer {
+            order.timer = due;
+            self.timers.push(Reverse((due, order_id.into())));
+        }
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Curated) {
@@ -544,11 +548,20 @@ impl Operator for StoreOperator {
     }
 
     fn release(&mut self, part: PartitionId) {
-        self.orders.retain(|_, o| !o.parts.release(part));
-        // What is left of an order may be due at another time now (its latest event
-        // may have been the released partition's).
-        let ids: Vec<Box<str>> = self.orders.keys().cloned().collect();
-        for id in ids {
+        // What is left of an order the partition shared may be due at another time
+        // now (its latest event may have been the released partition's).
+        let mut shared = Vec::new();
+        self.orders.retain(|id, o| {
+            if o.parts.iter().all(|(p, _)| p != part) {
+                return true;
+            }
+            let gone = o.parts.release(part);
+            if !gone {
+                shared.push(id.clone());
+            }
+            !gone
+        });
+        for id in shared {
             self.schedule(&id, true);
         }
         release_windows(&mut self.minutes, part);

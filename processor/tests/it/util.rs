@@ -155,6 +155,42 @@ fn feed(p: &mut Pipeline, lake: &mut Lake, offsets: &mut [u64], batch: &[(u32, V
     lake.add(p.take_output(false).unwrap());
 }
 
+/// A restart: one process runs the first `cut` batches and takes a checkpoint; a new
+/// one restores it whole and runs the rest. Returns the lake both wrote and the final
+/// counters.
+pub fn run_restarted(
+    cfg: PipelineConfig,
+    partitions: u32,
+    batches: &[Vec<(u32, Vec<u8>)>],
+    cut: usize,
+) -> (Lake, Counters) {
+    let new = || {
+        Pipeline::new(
+            cfg.clone(),
+            "test:in",
+            partitions,
+            PositionStyle::PartitionOffset,
+        )
+    };
+    let mut first = new();
+    let mut lake = Lake::default();
+    let mut offsets = vec![0u64; partitions as usize];
+    for batch in &batches[..cut] {
+        feed(&mut first, &mut lake, &mut offsets, batch);
+    }
+    lake.add(first.take_output(true).unwrap());
+    let checkpoint = first.snapshot().unwrap();
+    drop(first);
+    let mut second = new();
+    second.restore(&checkpoint).unwrap();
+    for batch in &batches[cut..] {
+        feed(&mut second, &mut lake, &mut offsets, batch);
+    }
+    second.flush_all();
+    lake.add(second.take_output(true).unwrap());
+    (lake, second.counters())
+}
+
 /// A consumer-group rebalance in miniature: one process runs the first `cut` batches,
 /// takes a checkpoint and gives up the partitions in `moved`; a second process
 /// restores just those partitions' state from the checkpoint. Both then read the rest
