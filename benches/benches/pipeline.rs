@@ -113,12 +113,15 @@ fn bench(c: &mut Criterion) {
 /// Checkpoint of a pipeline holding one million open orders: size and time.
 fn checkpoint(c: &mut Criterion) {
     const ORDERS: usize = 1_000_000;
-    let mut p = Pipeline::new(
-        PipelineConfig::default(),
-        "bench",
-        4,
-        PositionStyle::PartitionOffset,
-    );
+    let fresh = || {
+        Pipeline::new(
+            PipelineConfig::default(),
+            "bench",
+            4,
+            PositionStyle::PartitionOffset,
+        )
+    };
+    let mut p = fresh();
     let lines: Vec<String> = (0..ORDERS)
         .map(|k| {
             format!(
@@ -149,30 +152,16 @@ fn checkpoint(c: &mut Criterion) {
     });
     g.bench_function("restore_1m_open_orders", |b| {
         b.iter_batched(
-            || {
-                Pipeline::new(
-                    PipelineConfig::default(),
-                    "bench",
-                    4,
-                    PositionStyle::PartitionOffset,
-                )
-            },
-            |mut fresh| fresh.restore(&state).unwrap(),
+            fresh,
+            |mut p| p.restore(&state).unwrap(),
             BatchSize::LargeInput,
         )
     });
     // What a process taking over one partition in a rebalance reads: a quarter.
     g.bench_function("restore_one_of_4_partitions", |b| {
         b.iter_batched(
-            || {
-                Pipeline::new(
-                    PipelineConfig::default(),
-                    "bench",
-                    4,
-                    PositionStyle::PartitionOffset,
-                )
-            },
-            |mut fresh| fresh.restore_partition(&state, 2).unwrap(),
+            fresh,
+            |mut p| p.restore_partition(&state, 2).unwrap(),
             BatchSize::LargeInput,
         )
     });

@@ -120,7 +120,7 @@ pub fn run_batches(
     partitions: u32,
     batches: &[Vec<(u32, Vec<u8>)>],
 ) -> (Lake, Counters) {
-    let mut p = Pipeline::new(cfg, "test:in", partitions, PositionStyle::PartitionOffset);
+    let mut p = pipeline(&cfg, partitions);
     let mut lake = Lake::default();
     let mut offsets = vec![0u64; partitions as usize];
     for batch in batches {
@@ -155,6 +155,47 @@ fn feed(p: &mut Pipeline, lake: &mut Lake, offsets: &mut [u64], batch: &[(u32, V
     lake.add(p.take_output(false).unwrap());
 }
 
+/// A pipeline over the test source.
+fn pipeline(cfg: &PipelineConfig, partitions: u32) -> Pipeline {
+    Pipeline::new(
+        cfg.clone(),
+        "test:in",
+        partitions,
+        PositionStyle::PartitionOffset,
+    )
+}
+
+/// A first process up to a checkpoint: the pipeline, what it wrote, the source
+/// offsets and the checkpoint, taken after the first `cut` batches.
+struct Checkpointed {
+    first: Pipeline,
+    lake: Lake,
+    offsets: Vec<u64>,
+    checkpoint: Vec<u8>,
+}
+
+fn run_to_checkpoint(
+    cfg: &PipelineConfig,
+    partitions: u32,
+    batches: &[Vec<(u32, Vec<u8>)>],
+    cut: usize,
+) -> Checkpointed {
+    let mut first = pipeline(cfg, partitions);
+    let mut lake = Lake::default();
+    let mut offsets = vec![0u64; partitions as usize];
+    for batch in &batches[..cut] {
+        feed(&mut first, &mut lake, &mut offsets, batch);
+    }
+    lake.add(first.take_output(true).unwrap());
+    let checkpoint = first.snapshot().unwrap();
+    Checkpointed {
+        first,
+        lake,
+        offsets,
+        checkpoint,
+    }
+}
+
 /// A restart: one process runs the first `cut` batches and takes a checkpoint; a new
 /// one restores it whole and runs the rest. Returns the lake both wrote and the final
 /// counters.
@@ -164,24 +205,13 @@ pub fn run_restarted(
     batches: &[Vec<(u32, Vec<u8>)>],
     cut: usize,
 ) -> (Lake, Counters) {
-    let new = || {
-        Pipeline::new(
-            cfg.clone(),
-            "test:in",
-            partitions,
-            PositionStyle::PartitionOffset,
-        )
-    };
-    let mut first = new();
-    let mut lake = Lake::default();
-    let mut offsets = vec![0u64; partitions as usize];
-    for batch in &batches[..cut] {
-        feed(&mut first, &mut lake, &mut offsets, batch);
-    }
-    lake.add(first.take_output(true).unwrap());
-    let checkpoint = first.snapshot().unwrap();
-    drop(first);
-    let mut second = new();
+    let Checkpointed {
+        mut lake,
+        mut offsets,
+        checkpoint,
+        ..
+    } = run_to_checkpoint(&cfg, partitions, batches, cut);
+    let mut second = pipeline(&cfg, partitions);
     second.restore(&checkpoint).unwrap();
     for batch in &batches[cut..] {
         feed(&mut second, &mut lake, &mut offsets, batch);
@@ -202,23 +232,13 @@ pub fn run_with_moved_partitions(
     cut: usize,
     moved: &[u32],
 ) -> (Lake, Counters) {
-    let new = || {
-        Pipeline::new(
-            cfg.clone(),
-            "test:in",
-            partitions,
-            PositionStyle::PartitionOffset,
-        )
-    };
-    let mut first = new();
-    let mut lake = Lake::default();
-    let mut offsets = vec![0u64; partitions as usize];
-    for batch in &batches[..cut] {
-        feed(&mut first, &mut lake, &mut offsets, batch);
-    }
-    lake.add(first.take_output(true).unwrap());
-    let checkpoint = first.snapshot().unwrap();
-    let mut second = new();
+    let Checkpointed {
+        mut first,
+        mut lake,
+        mut offsets,
+        checkpoint,
+    } = run_to_checkpoint(&cfg, partitions, batches, cut);
+    let mut second = pipeline(&cfg, partitions);
     for part in 0..partitions {
         if moved.contains(&part) {
             first.release_partition(part);
