@@ -14,7 +14,6 @@
 //! ([`Pipeline::release_partition`]).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use arrow::error::ArrowError;
 use rushhour_schemas::time::{HOUR_MS, date_hour};
@@ -192,6 +191,7 @@ impl Pipeline {
         if self.parts[p].status == PartitionStatus::Idle {
             self.parts[p].status = PartitionStatus::Active;
         }
+        let (mut partition_prefix, mut offset_text) = (itoa::Buffer::new(), itoa::Buffer::new());
         for (range, offset) in &batch.records {
             let bytes = &batch.data[range.clone()];
             if is_blank(bytes) {
@@ -200,13 +200,12 @@ impl Pipeline {
             let part = &mut self.parts[p];
             part.counters.read += 1;
             self.position.clear();
-            // Writing into a String cannot fail.
-            let _ = match self.style {
-                PositionStyle::Line => write!(self.position, "{offset}"),
-                PositionStyle::PartitionOffset => {
-                    write!(self.position, "{}:{offset}", batch.partition)
-                }
-            };
+            if self.style == PositionStyle::PartitionOffset {
+                self.position
+                    .push_str(partition_prefix.format(batch.partition));
+                self.position.push(':');
+            }
+            self.position.push_str(offset_text.format(*offset));
             let prov = Provenance {
                 source: &self.source,
                 position: &self.position,

@@ -9,7 +9,9 @@
 //! so a rider's window usually has partials from several partitions, merged when the
 //! window is written.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 
 use rushhour_schemas::time::{MINUTE_MS, window_start};
 use rushhour_schemas::{Event, EventType};

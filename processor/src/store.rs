@@ -15,9 +15,10 @@
 //! watermark.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
+use hashbrown::{HashMap, HashSet};
 use rushhour_schemas::time::{MINUTE_MS, window_start};
 use rushhour_schemas::{Channel, Event, EventType};
 use serde::{Deserialize, Serialize};
@@ -464,10 +465,17 @@ impl Operator for StoreOperator {
             }
             EventType::RiderLocation => return,
         }
-        let order = self.orders.entry(order_id.into()).or_insert(Order {
-            parts: Partials::default(),
-            timer: i64::MAX,
-        });
+        // Look up before inserting: the key is allocated only for a new order.
+        if !self.orders.contains_key(order_id) {
+            let order = Order {
+                parts: Partials::default(),
+                timer: i64::MAX,
+            };
+            self.orders.insert(order_id.into(), order);
+        }
+        let Some(order) = self.orders.get_mut(order_id) else {
+            return;
+        };
         let known = order.parts.of(part);
         known.last_seen = known.last_seen.max(t);
         match ev.event_type {

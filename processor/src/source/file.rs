@@ -149,10 +149,20 @@ impl FileSource {
             line += 1;
             start = (end + 1).min(buf.len());
         }
-        batch.data.extend_from_slice(&buf[..start]);
         self.next_line = line;
         self.next_byte += start as u64;
-        self.pending.drain(..start);
+        if base == 0 {
+            // Hand the buffer over whole and keep only the unfinished tail: every byte
+            // is copied once (by the read), not twice.
+            let mut rest = std::mem::take(&mut batch.data);
+            rest.clear();
+            rest.extend_from_slice(&self.pending[start..]);
+            batch.data = std::mem::replace(&mut self.pending, rest);
+            batch.data.truncate(start);
+        } else {
+            batch.data.extend_from_slice(&buf[..start]);
+            self.pending.drain(..start);
+        }
     }
 }
 
