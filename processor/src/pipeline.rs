@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use arrow::error::ArrowError;
 use rushhour_schemas::time::{HOUR_MS, date_hour};
 use rushhour_schemas::{
-    DeadLetterBuilder, NO_WATERMARK, Provenance, RawEventsBuilder, Table, decode, is_blank,
+    DeadLetterBuilder, Detached, NO_WATERMARK, Provenance, RawEventsBuilder, Table, decode,
+    is_blank,
 };
 
 use crate::dedup::{Dedup, Hours};
@@ -180,6 +181,18 @@ impl Pipeline {
         batch: &SourceBatch,
         ingest_time: i64,
     ) -> Result<(), ArrowError> {
+        let decoded = decode_batch(batch);
+        self.process_decoded(batch, &decoded, ingest_time)
+    }
+
+    /// [`process_batch`](Self::process_batch) after its stateless first step,
+    /// [`decode_batch`], which may have run on another thread.
+    pub fn process_decoded(
+        &mut self,
+        batch: &SourceBatch,
+        decoded: &[Decoded],
+        ingest_time: i64,
+    ) -> Result<(), ArrowError> {
         let p = (batch.partition as usize).min(self.parts.len() - 1);
         let part_id = p as PartitionId;
         if !self.parts[p].held {
@@ -192,9 +205,9 @@ impl Pipeline {
             self.parts[p].status = PartitionStatus::Active;
         }
         let (mut partition_prefix, mut offset_text) = (itoa::Buffer::new(), itoa::Buffer::new());
-        for (range, offset) in &batch.records {
+        for ((range, offset), decoded) in batch.records.iter().zip(decoded) {
             let bytes = &batch.data[range.clone()];
-            if is_blank(bytes) {
+            if matches!(decoded, Decoded::Blank) {
                 continue; // not a record (file sources skip these before)
             }
             let part = &mut self.parts[p];
@@ -211,11 +224,17 @@ impl Pipeline {
                 position: &self.position,
                 ingest_time,
             };
-            let ev = match decode(bytes) {
-                Ok(ev) => ev,
-                Err(invalid) => {
+            // A record that decoded is UTF-8.
+            let ev = match (decoded, std::str::from_utf8(bytes)) {
+                (Decoded::Event(ev), Ok(text)) => ev.attach(text),
+                (Decoded::Invalid(reason), _) => {
                     part.counters.invalid += 1;
-                    self.dead.append(bytes, &invalid.0, prov);
+                    self.dead.append(bytes, reason, prov);
+                    continue;
+                }
+                _ => {
+                    part.counters.invalid += 1;
+                    self.dead.append(bytes, "invalid UTF-8", prov);
                     continue;
                 }
             };
@@ -515,6 +534,40 @@ impl Pipeline {
         }
         Ok(out)
     }
+}
+
+/// A record after the stateless first step of the record path.
+// Nearly every record is an event: boxing it would add an allocation per record to
+// save space only on the rare blank or invalid one.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A blank line: not a record.
+    Blank,
+    /// A valid event, to be attached to its record again.
+    Event(Detached),
+    /// An invalid record, with the reason.
+    Invalid(String),
+}
+
+/// Decodes and validates every record of `batch`: the expensive, stateless step of
+/// the record path, which the runtime runs on the reader's thread while the pipeline
+/// works on the previous batch.
+pub fn decode_batch(batch: &SourceBatch) -> Vec<Decoded> {
+    batch
+        .records
+        .iter()
+        .map(|(range, _)| {
+            let bytes = &batch.data[range.clone()];
+            if is_blank(bytes) {
+                return Decoded::Blank;
+            }
+            match decode(bytes) {
+                Ok(ev) => Decoded::Event(Detached::new(ev, bytes)),
+                Err(invalid) => Decoded::Invalid(invalid.0),
+            }
+        })
+        .collect()
 }
 
 /// Version of the snapshot encoding; bump on any change to the state's shape.

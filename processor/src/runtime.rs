@@ -1,8 +1,10 @@
 //! The driver: source → pipeline → sink, in epochs.
 //!
-//! The pipeline runs on the calling thread; the sink runs on a thread of its own
-//! behind a bounded channel, so Parquet encoding overlaps with parsing (two cores) and
-//! a slow sink slows the reader down instead of filling memory.
+//! The source is read and its records decoded on a thread of their own; the pipeline
+//! (de-duplication, watermarks, operators) runs on the calling thread; the sink encodes
+//! Parquet on a third. Bounded channels link them, so decoding, the stateful steps and
+//! Parquet encoding overlap, and a slow stage slows the reader down instead of filling
+//! memory.
 //!
 //! Every `commit_interval` the runtime closes an epoch: it hands over everything the
 //! pipeline holds for the sink, asks the sink to complete the epoch's files in staging,
@@ -12,16 +14,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{CheckpointError, Checkpointer, EpochEnd, Restored};
 use crate::operator::StateError;
 use crate::output::TableBatch;
-use crate::pipeline::{Counters, Pipeline};
+use crate::pipeline::{Counters, Decoded, Pipeline, decode_batch};
 use crate::sink::{BoxError, LakeSink, StagedFile};
-use crate::source::{Poll, Source, SourceBatch, SourceError};
+use crate::source::{PartitionStatus, Poll, Source, SourceBatch, SourceError};
 
 /// Errors that stop a run.
 #[derive(Debug, thiserror::Error)]
@@ -278,10 +280,90 @@ pub struct Start<'a> {
     pub checkpointer: Option<&'a Checkpointer>,
 }
 
+/// What the reader thread hands the pipeline, in the order it read it. Each item
+/// carries the source's view at that moment (partition statuses, positions after it),
+/// so the pipeline sees exactly what a single thread would have seen, and a checkpoint
+/// records the positions of the last item applied — batches still in the channel are
+/// read again after a restart.
+enum Read {
+    /// A batch, decoded.
+    Records {
+        batch: SourceBatch,
+        decoded: Vec<Decoded>,
+        at: SourceView,
+    },
+    /// Nothing new for now.
+    Pending(SourceView),
+    /// A bounded source has ended.
+    Ended(SourceView),
+}
+
+/// A source's statuses and positions after a poll.
+struct SourceView {
+    statuses: Vec<PartitionStatus>,
+    positions: Vec<String>,
+    cursor: u32,
+}
+
+impl SourceView {
+    fn of(source: &dyn Source) -> SourceView {
+        SourceView {
+            statuses: source.statuses(),
+            positions: source.positions(),
+            cursor: source.cursor(),
+        }
+    }
+}
+
+/// Batches read ahead of the pipeline (each up to the source's batch size).
+const READ_AHEAD: usize = 4;
+
+/// The reader thread: polls the source and decodes each batch, so decoding (the
+/// costliest stateless step) runs beside the pipeline. Returns when the source ends,
+/// fails, or the pipeline side hangs up.
+fn read_ahead(
+    source: &mut dyn Source,
+    to_pipeline: SyncSender<Result<Read, SourceError>>,
+    recycled: Receiver<SourceBatch>,
+    opts: &RunOptions,
+) {
+    loop {
+        // Batches come back once applied: their buffers are reused, not reallocated.
+        let mut batch = recycled.try_recv().unwrap_or_default();
+        let read = match source.poll(&mut batch) {
+            Err(e) => Err(e),
+            Ok(Poll::Records) => {
+                let decoded = decode_batch(&batch);
+                Ok(Read::Records {
+                    batch,
+                    decoded,
+                    at: SourceView::of(source),
+                })
+            }
+            Ok(Poll::Pending) => Ok(Read::Pending(SourceView::of(source))),
+            Ok(Poll::Ended) => Ok(Read::Ended(SourceView::of(source))),
+        };
+        let last = !matches!(read, Ok(Read::Records { .. } | Read::Pending(_)));
+        let pending = matches!(read, Ok(Read::Pending(_)));
+        if to_pipeline.send(read).is_err() || last {
+            return;
+        }
+        if pending {
+            std::thread::sleep(opts.poll_backoff);
+        }
+        if opts.stop.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+}
+
 /// Runs `pipeline` over `source` into `sink` until the source ends or a stop is
 /// requested. At the end of a bounded source every window is flushed. Every epoch ends
 /// with stage → checkpoint → publish; the last one too, so a stopped or finished run
 /// can be resumed.
+///
+/// Three threads: the source is read and decoded on one, the pipeline runs on the
+/// calling thread, and the sink encodes Parquet on a third.
 pub fn run(
     source: &mut dyn Source,
     pipeline: &mut Pipeline,
@@ -290,9 +372,41 @@ pub fn run(
     start: Start<'_>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<RunReport, RuntimeError> {
+    let mut at = SourceView::of(source);
+    let (to_pipeline, from_reader) = sync_channel(READ_AHEAD);
+    let (recycle, recycled) = sync_channel(READ_AHEAD);
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("rushhour-read".into())
+            .spawn_scoped(scope, || read_ahead(source, to_pipeline, recycled, opts))
+            .map_err(|e| RuntimeError::Sink(Box::new(e)))?;
+        // Dropping the receiver on any exit (error included) stops the reader.
+        let reader = Reader {
+            from: from_reader,
+            recycle,
+        };
+        drive(&reader, &mut at, pipeline, sink, opts, start, progress)
+    })
+}
+
+/// The pipeline's ends of the channels to and from the reader thread.
+struct Reader {
+    from: Receiver<Result<Read, SourceError>>,
+    recycle: SyncSender<SourceBatch>,
+}
+
+/// The pipeline's side of [`run`].
+fn drive(
+    reader: &Reader,
+    at: &mut SourceView,
+    pipeline: &mut Pipeline,
+    sink: Box<dyn LakeSink>,
+    opts: &RunOptions,
+    start: Start<'_>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<RunReport, RuntimeError> {
     let started = Instant::now();
     let mut sink = SinkThread::start(sink);
-    let mut batch = SourceBatch::default();
     let first_epoch = start.epoch;
     let mut epoch = start.epoch;
     let mut files = 0u64;
@@ -308,7 +422,7 @@ pub fn run(
         elapsed: started.elapsed(),
     };
     let mut close_epoch =
-        |sink: &mut SinkThread, source: &dyn Source, pipeline: &mut Pipeline, epoch: u64| {
+        |sink: &mut SinkThread, at: &SourceView, pipeline: &mut Pipeline, epoch: u64| {
             sink.send(pipeline.take_output(true)?)?;
             let staged = sink.ask(|reply| SinkMsg::Prepare(epoch, reply))?;
             failpoint("epoch-staged");
@@ -320,8 +434,8 @@ pub fn run(
                     &state,
                     EpochEnd {
                         epoch,
-                        positions: source.positions(),
-                        cursor: source.cursor(),
+                        positions: at.positions.clone(),
+                        cursor: at.cursor,
                         counters: pipeline.counters(),
                         staged: staged.clone(),
                         created_at_ms: now_ms(),
@@ -349,26 +463,42 @@ pub fn run(
             Ok::<u64, RuntimeError>(n)
         };
     while !opts.stop.load(Ordering::Relaxed) {
-        match source.poll(&mut batch)? {
-            Poll::Records => {
-                pipeline.process_batch(&batch, now_ms())?;
-                pipeline.set_statuses(&source.statuses());
+        // Wake up now and then to see the stop flag and the epoch clock.
+        let read = match reader.from.recv_timeout(opts.poll_backoff) {
+            Ok(read) => Some(read?),
+            Err(RecvTimeoutError::Timeout) => None,
+            // The reader only hangs up after sending its last item.
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match read {
+            Some(Read::Records {
+                batch,
+                decoded,
+                at: view,
+            }) => {
+                pipeline.process_decoded(&batch, &decoded, now_ms())?;
+                pipeline.set_statuses(&view.statuses);
                 pipeline.advance();
+                *at = view;
+                // Full or gone: then the buffer is simply dropped.
+                let _ = reader.recycle.try_send(batch);
             }
-            Poll::Pending => {
-                pipeline.set_statuses(&source.statuses());
+            Some(Read::Pending(view)) => {
+                pipeline.set_statuses(&view.statuses);
                 pipeline.advance();
-                std::thread::sleep(opts.poll_backoff);
+                *at = view;
             }
-            Poll::Ended => {
+            Some(Read::Ended(view)) => {
+                *at = view;
                 pipeline.flush_all();
                 ended = true;
                 break;
             }
+            None => {}
         }
         sink.send(pipeline.take_output(false)?)?;
         if last_commit.elapsed() >= opts.commit_interval {
-            files += close_epoch(&mut sink, source, pipeline, epoch)?;
+            files += close_epoch(&mut sink, at, pipeline, epoch)?;
             epoch += 1;
             last_commit = Instant::now();
         }
@@ -377,7 +507,7 @@ pub fn run(
             last_progress = Instant::now();
         }
     }
-    files += close_epoch(&mut sink, source, pipeline, epoch)?;
+    files += close_epoch(&mut sink, at, pipeline, epoch)?;
     sink.close()?;
     progress(&report(pipeline, epoch + 1 - first_epoch));
     Ok(RunReport {

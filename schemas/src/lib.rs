@@ -7,6 +7,7 @@
 
 pub mod builders;
 pub mod decode;
+pub mod detached;
 pub mod encode;
 pub mod endpoint;
 pub mod event;
@@ -15,6 +16,7 @@ pub mod time;
 
 pub use builders::{DeadLetterBuilder, Provenance, RawEventsBuilder};
 pub use decode::{Invalid, decode, is_blank};
+pub use detached::Detached;
 pub use encode::encode;
 pub use endpoint::{BadEndpoint, Endpoint};
 pub use event::{Channel, DeliveryType, Event, EventType, Item};
