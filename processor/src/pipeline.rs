@@ -193,6 +193,11 @@ impl Pipeline {
         decoded: &[Decoded],
         ingest_time: i64,
     ) -> Result<(), ArrowError> {
+        assert_eq!(
+            batch.records.len(),
+            decoded.len(),
+            "one decoded entry per record"
+        );
         let p = (batch.partition as usize).min(self.parts.len() - 1);
         let part_id = p as PartitionId;
         if !self.parts[p].held {
@@ -224,17 +229,16 @@ impl Pipeline {
                 position: &self.position,
                 ingest_time,
             };
-            // A record that decoded is UTF-8.
-            let ev = match (decoded, std::str::from_utf8(bytes)) {
-                (Decoded::Event(ev), Ok(text)) => ev.attach(text),
-                (Decoded::Invalid(reason), _) => {
+            let attached = match decoded {
+                Decoded::Event(ev) => ev.attach(bytes).ok_or("decoded from other bytes"),
+                Decoded::Invalid(reason) => Err(reason.as_str()),
+                Decoded::Blank => continue,
+            };
+            let ev = match attached {
+                Ok(ev) => ev,
+                Err(reason) => {
                     part.counters.invalid += 1;
                     self.dead.append(bytes, reason, prov);
-                    continue;
-                }
-                _ => {
-                    part.counters.invalid += 1;
-                    self.dead.append(bytes, "invalid UTF-8", prov);
                     continue;
                 }
             };

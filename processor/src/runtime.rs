@@ -40,6 +40,9 @@ pub enum RuntimeError {
     /// Encoding or restoring state failed.
     #[error("pipeline state: {0}")]
     State(#[from] StateError),
+    /// The thread reading the source died (a bug).
+    #[error("reading the source failed: {0}")]
+    Reader(String),
     /// Building Arrow batches failed (a bug: the schemas are fixed).
     #[error("internal error building Arrow batches: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -325,11 +328,16 @@ fn read_ahead(
     source: &mut dyn Source,
     to_pipeline: SyncSender<Result<Read, SourceError>>,
     recycled: Receiver<SourceBatch>,
-    opts: &RunOptions,
+    stop: &AtomicBool,
+    poll_backoff: Duration,
 ) {
+    let mut spare = None;
     loop {
         // Batches come back once applied: their buffers are reused, not reallocated.
-        let mut batch = recycled.try_recv().unwrap_or_default();
+        let mut batch = spare
+            .take()
+            .or_else(|| recycled.try_recv().ok())
+            .unwrap_or_default();
         let read = match source.poll(&mut batch) {
             Err(e) => Err(e),
             Ok(Poll::Records) => {
@@ -340,7 +348,10 @@ fn read_ahead(
                     at: SourceView::of(source),
                 })
             }
-            Ok(Poll::Pending) => Ok(Read::Pending(SourceView::of(source))),
+            Ok(Poll::Pending) => {
+                spare = Some(batch);
+                Ok(Read::Pending(SourceView::of(source)))
+            }
             Ok(Poll::Ended) => Ok(Read::Ended(SourceView::of(source))),
         };
         let last = !matches!(read, Ok(Read::Records { .. } | Read::Pending(_)));
@@ -349,9 +360,9 @@ fn read_ahead(
             return;
         }
         if pending {
-            std::thread::sleep(opts.poll_backoff);
+            std::thread::sleep(poll_backoff);
         }
-        if opts.stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) {
             return;
         }
     }
@@ -364,29 +375,49 @@ fn read_ahead(
 ///
 /// Three threads: the source is read and decoded on one, the pipeline runs on the
 /// calling thread, and the sink encodes Parquet on a third.
+///
+/// The reader owns the source. After a stop or an error it is not waited for: it may
+/// be blocked in a read (stdin, a FIFO) that nothing will interrupt, and it ends by
+/// itself at its next read or when the process exits.
 pub fn run(
-    source: &mut dyn Source,
+    mut source: Box<dyn Source>,
     pipeline: &mut Pipeline,
     sink: Box<dyn LakeSink>,
     opts: &RunOptions,
     start: Start<'_>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<RunReport, RuntimeError> {
-    let mut at = SourceView::of(source);
+    let mut at = SourceView::of(source.as_ref());
     let (to_pipeline, from_reader) = sync_channel(READ_AHEAD);
     let (recycle, recycled) = sync_channel(READ_AHEAD);
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("rushhour-read".into())
-            .spawn_scoped(scope, || read_ahead(source, to_pipeline, recycled, opts))
-            .map_err(|e| RuntimeError::Sink(Box::new(e)))?;
-        // Dropping the receiver on any exit (error included) stops the reader.
-        let reader = Reader {
-            from: from_reader,
-            recycle,
-        };
-        drive(&reader, &mut at, pipeline, sink, opts, start, progress)
-    })
+    let (stop, poll_backoff) = (opts.stop.clone(), opts.poll_backoff);
+    let handle = std::thread::Builder::new()
+        .name("rushhour-read".into())
+        .spawn(move || read_ahead(source.as_mut(), to_pipeline, recycled, &stop, poll_backoff))
+        .map_err(|e| RuntimeError::Reader(format!("cannot start the reader thread: {e}")))?;
+    let reader = Reader {
+        from: from_reader,
+        recycle,
+    };
+    let result = drive(&reader, &mut at, pipeline, sink, opts, start, progress);
+    // Hanging up stops the reader at its next send.
+    drop(reader);
+    match result {
+        Err(RuntimeError::Reader(_)) => Err(RuntimeError::Reader(match handle.join() {
+            Err(panic) => panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the source reader panicked".into()),
+            Ok(()) => "the source reader stopped unexpectedly".into(),
+        })),
+        Ok(report) if report.ended => {
+            // It sent its last item and has returned.
+            let _ = handle.join();
+            Ok(report)
+        }
+        other => other,
+    }
 }
 
 /// The pipeline's ends of the channels to and from the reader thread.
@@ -467,8 +498,12 @@ fn drive(
         let read = match reader.from.recv_timeout(opts.poll_backoff) {
             Ok(read) => Some(read?),
             Err(RecvTimeoutError::Timeout) => None,
-            // The reader only hangs up after sending its last item.
-            Err(RecvTimeoutError::Disconnected) => break,
+            // The reader hangs up after `Ended` (handled below), after a stop, or
+            // because it failed: then nothing past `at` can be trusted to come.
+            Err(RecvTimeoutError::Disconnected) if opts.stop.load(Ordering::Relaxed) => break,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(RuntimeError::Reader(String::new()));
+            }
         };
         match read {
             Some(Read::Records {

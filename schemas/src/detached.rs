@@ -36,15 +36,15 @@ impl Text {
         Text::Own(s.into_owned().into_boxed_str())
     }
 
-    fn attach<'a>(&'a self, record: &'a str) -> Cow<'a, str> {
-        match self {
-            Text::At(r) => Cow::Borrowed(
-                record
-                    .get(r.start as usize..r.end as usize)
-                    .unwrap_or_default(),
-            ),
-            Text::Own(s) => Cow::Borrowed(s),
-        }
+    /// The text again; `None` if `record` is not the record it was detached from.
+    fn attach<'a>(&'a self, record: &'a [u8]) -> Option<Cow<'a, str>> {
+        Some(Cow::Borrowed(match self {
+            // Only the field's bytes are checked, not the whole record again.
+            Text::At(r) => {
+                std::str::from_utf8(record.get(r.start as usize..r.end as usize)?).ok()?
+            }
+            Text::Own(s) => s,
+        }))
     }
 }
 
@@ -102,36 +102,45 @@ impl Detached {
         }
     }
 
-    /// The event again, borrowing from `record` — the text of the same record it was
-    /// detached from (valid UTF-8, since it decoded).
-    pub fn attach<'a>(&'a self, record: &'a str) -> Event<'a> {
-        let text = |t: &'a Option<Text>| t.as_ref().map(|t| t.attach(record));
-        Event {
-            event_id: self.event_id.attach(record),
+    /// The event again, borrowing from `record`, the bytes it was detached from.
+    /// `None` if they are not (a text range that is out of bounds or not UTF-8).
+    pub fn attach<'a>(&'a self, record: &'a [u8]) -> Option<Event<'a>> {
+        // Some(None): absent; None: not this record.
+        let text = |t: &'a Option<Text>| match t {
+            None => Some(None),
+            Some(t) => t.attach(record).map(Some),
+        };
+        Some(Event {
+            event_id: self.event_id.attach(record)?,
             event_type: self.event_type,
             event_time: self.event_time,
-            order_id: text(&self.order_id),
-            store_id: text(&self.store_id),
-            rider_id: text(&self.rider_id),
-            customer_id: text(&self.customer_id),
+            order_id: text(&self.order_id)?,
+            store_id: text(&self.store_id)?,
+            rider_id: text(&self.rider_id)?,
+            customer_id: text(&self.customer_id)?,
             channel: self.channel,
             delivery_type: self.delivery_type,
             total_cents: self.total_cents,
-            items: self.items.as_ref().map(|items| {
-                items
-                    .iter()
-                    .map(|(product_id, qty, unit_price_cents)| Item {
-                        product_id: product_id.attach(record),
-                        qty: *qty,
-                        unit_price_cents: *unit_price_cents,
-                    })
-                    .collect()
-            }),
+            items: match &self.items {
+                None => None,
+                Some(items) => Some(
+                    items
+                        .iter()
+                        .map(|(product_id, qty, unit_price_cents)| {
+                            Some(Item {
+                                product_id: product_id.attach(record)?,
+                                qty: *qty,
+                                unit_price_cents: *unit_price_cents,
+                            })
+                        })
+                        .collect::<Option<Vec<_>>>()?,
+                ),
+            },
             lat: self.lat,
             lon: self.lon,
             speed_mps: self.speed_mps,
-            reason: text(&self.reason),
-        }
+            reason: text(&self.reason)?,
+        })
     }
 }
 
@@ -154,7 +163,8 @@ mod tests {
             assert!(matches!(detached.event_id, Text::At(_)), "{record}");
             // It crosses threads on its own.
             let detached = std::thread::spawn(move || detached).join().unwrap();
-            assert_eq!(detached.attach(record), ev, "{record}");
+            assert_eq!(detached.attach(record.as_bytes()), Some(ev), "{record}");
+            assert_eq!(detached.attach(b"{}"), None, "not its record");
         }
     }
 }

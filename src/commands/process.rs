@@ -117,7 +117,7 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
     };
     let bar = spinner(args.quiet);
     let report = run_pipeline(
-        source.as_mut(),
+        source,
         &mut pipeline,
         Box::new(sink),
         &opts,

@@ -151,6 +151,9 @@ impl FileSource {
         }
         self.next_line = line;
         self.next_byte += start as u64;
+        if start == 0 {
+            return; // no line complete yet: keep reading into the same buffer
+        }
         if base == 0 {
             // Hand the buffer over whole and keep only the unfinished tail: every byte
             // is copied once (by the read), not twice.
@@ -223,9 +226,11 @@ impl Source for FileSource {
     }
 
     fn statuses(&self) -> Vec<PartitionStatus> {
+        // Only a followed file can be idle: a bounded input is read to its end, and a
+        // stall of this process must not count as silence of the input.
         let status = if self.eof {
             PartitionStatus::Finished
-        } else if self.last_data.elapsed() >= self.idle_timeout {
+        } else if self.follow && self.last_data.elapsed() >= self.idle_timeout {
             PartitionStatus::Idle
         } else {
             PartitionStatus::Active

@@ -137,12 +137,14 @@ impl Source for LogSource {
     }
 
     fn statuses(&self) -> Vec<PartitionStatus> {
+        // A bounded run reads every partition to its end: a stall of this process
+        // must not count as silence of a partition, so only a followed log has idle ones.
         self.parts
             .iter()
             .map(|p| {
                 if p.ended {
                     PartitionStatus::Finished
-                } else if p.last_data.elapsed() >= self.idle_timeout {
+                } else if !self.until_end && p.last_data.elapsed() >= self.idle_timeout {
                     PartitionStatus::Idle
                 } else {
                     PartitionStatus::Active
