@@ -643,6 +643,56 @@ fn process_follows_a_log_while_it_is_written_and_stops_cleanly_on_sigterm() {
 }
 
 #[test]
+fn sigterm_stops_a_run_whose_stdin_is_open_and_silent() {
+    // A producer that wrote some records and then keeps the pipe open without a word:
+    // the reader is blocked in `read`, and SIGTERM must still end the run, with its
+    // records in the lake.
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let mut child = bin()
+        .args([
+            "process",
+            "--from",
+            "file:-",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--quiet",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(fixture()).unwrap()).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Wait for the exit while the pipe stays open (stdin is dropped only after).
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "still running 30 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop(stdin);
+    assert!(status.success());
+    let n = query_json(&lake, "SELECT count(*) AS n FROM raw_events")[0]["n"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(n, 15, "the fixture's accepted and late events");
+}
+
+#[test]
 fn stdin_runs_are_independent_and_files_resume() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
