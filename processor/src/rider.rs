@@ -38,7 +38,8 @@ struct RiderAgg {
 /// The rider-side operator.
 #[derive(Debug, Clone, Default)]
 pub struct RiderOperator {
-    minutes: BTreeMap<i64, HashMap<Box<str>, Partials<RiderAgg>>>,
+    /// Keyed by `String` so that one lookup finds or opens a rider's window (`entry_ref`).
+    minutes: BTreeMap<i64, HashMap<String, Partials<RiderAgg>>>,
 }
 
 /// One partition's part of the state: `((window start, rider), partial)`.
@@ -61,15 +62,15 @@ pub fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 }
 
 impl RiderOperator {
-    /// The partial of `part` in `rider`'s window at `t`, opened if need be.
-    fn agg(&mut self, part: PartitionId, t: i64, rider: &str) -> Option<&mut RiderAgg> {
-        let riders = self.minutes.entry(window_start(t, MINUTE_MS)).or_default();
-        // Look up before inserting: most pings find their window open, and the key
-        // would be allocated for nothing.
-        if !riders.contains_key(rider) {
-            riders.insert(rider.into(), Partials::default());
-        }
-        riders.get_mut(rider).map(|p| p.of(part))
+    /// The partial of `part` in `rider`'s window at `t`, opened if need be (the key is
+    /// allocated only then).
+    fn agg(&mut self, part: PartitionId, t: i64, rider: &str) -> &mut RiderAgg {
+        self.minutes
+            .entry(window_start(t, MINUTE_MS))
+            .or_default()
+            .entry_ref(rider)
+            .or_default()
+            .of(part)
     }
 }
 
@@ -90,15 +91,9 @@ impl Operator for RiderOperator {
                     lon,
                     speed: ev.speed_mps,
                 };
-                if let Some(agg) = self.agg(part, ev.event_time, rider) {
-                    agg.pings.push(ping);
-                }
+                self.agg(part, ev.event_time, rider).pings.push(ping);
             }
-            EventType::OrderDelivered => {
-                if let Some(agg) = self.agg(part, ev.event_time, rider) {
-                    agg.deliveries += 1;
-                }
-            }
+            EventType::OrderDelivered => self.agg(part, ev.event_time, rider).deliveries += 1,
             _ => {}
         }
     }
@@ -127,7 +122,7 @@ impl Operator for RiderOperator {
                     (!speeds.is_empty()).then(|| speeds.iter().sum::<f64>() / speeds.len() as f64);
                 out.rider_minute.push(RiderMinuteRow {
                     window_start: start,
-                    rider_id,
+                    rider_id: rider_id.into_boxed_str(),
                     pings: agg.pings.len() as i64,
                     distance_m,
                     avg_speed_mps,
@@ -152,7 +147,7 @@ impl Operator for RiderOperator {
     }
 
     fn restore(&mut self, part: PartitionId, bytes: &[u8]) -> Result<(), StateError> {
-        let rows: RiderPart<Box<str>, RiderAgg> = postcard::from_bytes(bytes)?;
+        let rows: RiderPart<String, RiderAgg> = postcard::from_bytes(bytes)?;
         for ((start, rider), agg) in rows {
             let partials = self
                 .minutes

@@ -141,14 +141,15 @@ struct StorePart<S, O, M, D> {
 }
 
 type StorePartOut<'a> = StorePart<&'a str, &'a OrderPart, &'a MinuteAgg, &'a SlideAgg>;
-type StorePartIn = StorePart<Box<str>, OrderPart, MinuteAgg, SlideAgg>;
+type StorePartIn = StorePart<String, OrderPart, MinuteAgg, SlideAgg>;
 
 /// The store-side operator. See the module docs.
 #[derive(Debug, Clone)]
 pub struct StoreOperator {
     ttl_ms: i64,
     stores: HashSet<Arc<str>>,
-    orders: HashMap<Box<str>, Order>,
+    /// Keyed by `String` so that one lookup finds or opens an order (`entry_ref`).
+    orders: HashMap<String, Order>,
     timers: BinaryHeap<Reverse<(i64, Box<str>)>>,
     minutes: Windows<MinuteAgg>,
     slides: Windows<SlideAgg>,
@@ -264,7 +265,7 @@ impl StoreOperator {
             let Some(Reverse((due, id))) = self.timers.pop() else {
                 break;
             };
-            let Some(order) = self.orders.get_mut(&id) else {
+            let Some(order) = self.orders.get_mut(&*id) else {
                 continue;
             };
             if order.timer != due {
@@ -305,7 +306,7 @@ impl StoreOperator {
                 }
             }
             if expired {
-                self.orders.remove(&id);
+                self.orders.remove(&*id);
             } else {
                 let next = Self::due(self.ttl_ms, &order.joined());
                 order.timer = next;
@@ -387,7 +388,7 @@ impl StoreOperator {
     fn restore_windows<A>(
         &mut self,
         part: PartitionId,
-        rows: Vec<((i64, Box<str>), A)>,
+        rows: Vec<((i64, String), A)>,
         windows: fn(&mut Self) -> &mut Windows<A>,
     ) -> Result<(), StateError> {
         for ((start, store), agg) in rows {
@@ -465,17 +466,11 @@ impl Operator for StoreOperator {
             }
             EventType::RiderLocation => return,
         }
-        // Look up before inserting: the key is allocated only for a new order.
-        if !self.orders.contains_key(order_id) {
-            let order = Order {
-                parts: Partials::default(),
-                timer: i64::MAX,
-            };
-            self.orders.insert(order_id.into(), order);
-        }
-        let Some(order) = self.orders.get_mut(order_id) else {
-            return;
-        };
+        // The key is allocated only for a new order.
+        let order = self.orders.entry_ref(order_id).or_insert_with(|| Order {
+            parts: Partials::default(),
+            timer: i64::MAX,
+        });
         let known = order.parts.of(part);
         known.last_seen = known.last_seen.max(t);
         match ev.event_type {
