@@ -228,6 +228,13 @@ fn string<'a>(name: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, Invalid> {
             kind_of(text)
         ));
     }
+    // The first pass already checked the string (control characters, escapes); one
+    // without escapes is its bytes between the quotes, so it is not parsed again.
+    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
+        && !inner.contains('\\')
+    {
+        return Ok(Cow::Borrowed(inner));
+    }
     match serde_json::from_str::<JsonStr<'a>>(text) {
         Ok(s) => Ok(s.0),
         Err(e) => invalid(format!("field `{name}`: invalid string: {e}")),
@@ -373,21 +380,27 @@ fn items(raw: &RawValue) -> Result<Vec<Item<'_>>, Invalid> {
             Ok(f) => f,
             Err(e) => return invalid(format!("items[{i}]: {e}")),
         };
-        let name = |field: &str| format!("items[{i}].{field}");
-        let product_id = string(
-            &name("product_id"),
-            required(&name("product_id"), f.product_id)?,
-        )?;
-        let qty = integer(&name("qty"), required(&name("qty"), f.qty)?)?;
+        // Checked under the bare field name; the item's position goes into the message
+        // only when there is one (formatting it for every item costs more than the check).
+        let within = |field: &'static str| {
+            move |e: Invalid| {
+                Invalid(e.0.replacen(&format!("`{field}`"), &format!("`items[{i}].{field}`"), 1))
+            }
+        };
+        let product_id = required("product_id", f.product_id)
+            .and_then(|r| string("product_id", r))
+            .map_err(within("product_id"))?;
+        let qty = required("qty", f.qty)
+            .and_then(|r| integer("qty", r))
+            .map_err(within("qty"))?;
         if qty < 1 {
             return invalid(format!(
                 "field `items[{i}].qty` must be at least 1, found {qty}"
             ));
         }
-        let unit_price_cents = integer(
-            &name("unit_price_cents"),
-            required(&name("unit_price_cents"), f.unit_price_cents)?,
-        )?;
+        let unit_price_cents = required("unit_price_cents", f.unit_price_cents)
+            .and_then(|r| integer("unit_price_cents", r))
+            .map_err(within("unit_price_cents"))?;
         if unit_price_cents < 0 {
             return invalid(format!(
                 "field `items[{i}].unit_price_cents` must be at least 0, found {unit_price_cents}"
@@ -477,6 +490,14 @@ mod tests {
         );
         let line = with("items", "[]");
         assert_eq!(decode(line.as_bytes()).unwrap().items, Some(vec![]));
+        // A raw control character inside a string is not JSON, escaped it is.
+        let line = with("store_id", r#""aXb""#).replace("aXb", "a\tb");
+        assert!(decode(line.as_bytes()).is_err(), "{line}");
+        let line = with("store_id", r#""a\tb""#);
+        assert_eq!(
+            decode(line.as_bytes()).unwrap().store_id.as_deref(),
+            Some("a\tb")
+        );
     }
 
     #[test]
@@ -515,9 +536,23 @@ mod tests {
             ))
             .contains("unit_price_cents")
         );
-        assert!(
-            reason(&with("items", r#"[{"product_id":"p","qty":1}]"#))
-                .contains("items[0].unit_price_cents")
+        assert_eq!(
+            reason(&with("items", r#"[{"product_id":"p","qty":1}]"#)),
+            "missing required field `items[0].unit_price_cents`"
+        );
+        assert_eq!(
+            reason(&with(
+                "items",
+                r#"[{"product_id":"p","qty":1,"unit_price_cents":1},{"product_id":7,"qty":1.0,"unit_price_cents":1}]"#
+            )),
+            "field `items[1].product_id` must be a string, found a number"
+        );
+        assert_eq!(
+            reason(&with(
+                "items",
+                r#"[{"product_id":"p","qty":1.0,"unit_price_cents":1}]"#
+            )),
+            "field `items[0].qty` must be an integer, found 1.0"
         );
         assert!(reason(&with("items", "{}")).contains("must be an array"));
         assert!(reason(&with("channel", "\"phone\"")).contains("channel"));
