@@ -23,6 +23,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use rushhour_processor::{BoxError, LakeSink, StagedFile, TableBatch};
 use rushhour_schemas::Table;
 
@@ -122,10 +123,15 @@ impl ParquetSink {
             .build()
             .map_err(SinkError::Runtime)?;
         let level = ZstdLevel::try_new(opts.zstd_level).unwrap_or_default();
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
-            .set_max_row_group_row_count(Some(opts.row_group_rows))
-            .build();
+            .set_max_row_group_row_count(Some(opts.row_group_rows));
+        // Columns with a new value on (nearly) every row: a dictionary would only be
+        // built to be thrown away when it outgrows its page.
+        for unique in ["event_id", "position", "raw", "raw_bytes"] {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+        }
+        let props = props.build();
         Ok(ParquetSink {
             lake,
             rt,
