@@ -147,7 +147,10 @@ type StorePartIn = StorePart<String, OrderPart, MinuteAgg, SlideAgg>;
 #[derive(Debug, Clone)]
 pub struct StoreOperator {
     ttl_ms: i64,
+    /// Interned store ids, so that windows and deliveries share one allocation each.
     stores: HashSet<Arc<str>>,
+    /// Size of `stores` at which ids no window or order uses any more are dropped.
+    prune_stores_at: usize,
     /// Keyed by `String` so that one lookup finds or opens an order (`entry_ref`).
     orders: HashMap<String, Order>,
     timers: BinaryHeap<Reverse<(i64, Box<str>)>>,
@@ -161,6 +164,7 @@ impl StoreOperator {
         StoreOperator {
             ttl_ms: ttl_ms.max(0),
             stores: HashSet::new(),
+            prune_stores_at: 1024,
             orders: HashMap::new(),
             timers: BinaryHeap::new(),
             minutes: BTreeMap::new(),
@@ -494,6 +498,12 @@ impl Operator for StoreOperator {
     fn on_watermark(&mut self, watermark: i64, out: &mut Curated) {
         self.fire_timers(watermark, out);
         self.emit_windows(watermark, out);
+        // Bounded on an endless stream with ever new stores: an id held only here is
+        // no longer used. Pruning when the set has doubled keeps the cost amortised.
+        if self.stores.len() >= self.prune_stores_at {
+            self.stores.retain(|s| Arc::strong_count(s) > 1);
+            self.prune_stores_at = (2 * self.stores.len()).max(1024);
+        }
     }
 
     fn snapshot(&self) -> Result<BTreeMap<PartitionId, Vec<u8>>, StateError> {
@@ -636,6 +646,24 @@ mod tests {
             .find(|r| r.window_start == T0 + 60_000)
             .unwrap();
         assert_eq!(minute.delivery_ms, vec![-340_000]);
+    }
+
+    #[test]
+    fn store_ids_no_longer_used_are_forgotten() {
+        let mut op = StoreOperator::new(60_000);
+        let mut rows = 0;
+        for k in 0..5000 {
+            let mut e = ev(EventType::OrderPlaced, &format!("o{k}"), k);
+            e.store_id = Some(format!("s{k}").into());
+            op.process(0, &e);
+            // Rows go to the sink at once, as in the pipeline.
+            let mut out = Curated::default();
+            op.on_watermark(T0 + (k - 10) * 1000, &mut out);
+            rows += out.store_minute.len();
+        }
+        assert!(op.stores.len() < 2048, "{} ids held", op.stores.len());
+        let open: usize = op.minutes.values().map(HashMap::len).sum();
+        assert_eq!(rows + open, 5000);
     }
 
     #[test]
