@@ -23,7 +23,9 @@ use crate::partials::{Partials, PartitionId, by_partition};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Ping {
     time: i64,
-    event_id: Box<str>,
+    /// The event id's bytes in [`RiderAgg::ids`] (ids only break ties of time, but
+    /// they must be kept: one allocation per window instead of one per ping).
+    id: (u32, u32),
     lat: f64,
     lon: f64,
     speed: Option<f64>,
@@ -32,7 +34,47 @@ struct Ping {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RiderAgg {
     pings: Vec<Ping>,
+    /// The pings' event ids, one after the other.
+    ids: String,
     deliveries: i64,
+}
+
+impl RiderAgg {
+    fn push(&mut self, time: i64, event_id: &str, lat: f64, lon: f64, speed: Option<f64>) {
+        let start = self.ids.len() as u32;
+        self.ids.push_str(event_id);
+        self.pings.push(Ping {
+            time,
+            id: (start, self.ids.len() as u32),
+            lat,
+            lon,
+            speed,
+        });
+    }
+
+    fn id(&self, p: &Ping) -> &str {
+        self.ids
+            .get(p.id.0 as usize..p.id.1 as usize)
+            .unwrap_or_default()
+    }
+
+    /// Takes `other`'s pings and deliveries.
+    fn merge(&mut self, other: RiderAgg) {
+        if self.pings.is_empty() {
+            // The usual case, one partial: taken whole, nothing copied.
+            let deliveries = self.deliveries;
+            *self = other;
+            self.deliveries += deliveries;
+            return;
+        }
+        let base = self.ids.len() as u32;
+        self.ids.push_str(&other.ids);
+        self.pings.extend(other.pings.into_iter().map(|mut p| {
+            p.id = (p.id.0 + base, p.id.1 + base);
+            p
+        }));
+        self.deliveries += other.deliveries;
+    }
 }
 
 /// The rider-side operator.
@@ -84,14 +126,13 @@ impl Operator for RiderOperator {
                 let (Some(lat), Some(lon)) = (ev.lat, ev.lon) else {
                     return;
                 };
-                let ping = Ping {
-                    time: ev.event_time,
-                    event_id: ev.event_id.as_ref().into(),
+                self.agg(part, ev.event_time, rider).push(
+                    ev.event_time,
+                    &ev.event_id,
                     lat,
                     lon,
-                    speed: ev.speed_mps,
-                };
-                self.agg(part, ev.event_time, rider).pings.push(ping);
+                    ev.speed_mps,
+                );
             }
             EventType::OrderDelivered => self.agg(part, ev.event_time, rider).deliveries += 1,
             _ => {}
@@ -106,12 +147,12 @@ impl Operator for RiderOperator {
             }
             for (rider_id, partials) in entry.remove() {
                 let mut agg = RiderAgg::default();
-                for mut partial in partials.into_values() {
-                    agg.pings.append(&mut partial.pings);
-                    agg.deliveries += partial.deliveries;
+                for partial in partials.into_values() {
+                    agg.merge(partial);
                 }
-                agg.pings
-                    .sort_by(|a, b| (a.time, &a.event_id).cmp(&(b.time, &b.event_id)));
+                let mut pings = std::mem::take(&mut agg.pings);
+                pings.sort_by(|a, b| (a.time, agg.id(a)).cmp(&(b.time, agg.id(b))));
+                agg.pings = pings;
                 let distance_m = agg
                     .pings
                     .windows(2)
