@@ -169,7 +169,8 @@ pub struct ProcessArgs {
     /// Event time after an order's last event when its join state is dropped.
     #[arg(long, value_parser = parse_duration, default_value = "6h")]
     pub order_ttl: Duration,
-    /// A partition with nothing new for this long stops holding the watermark back.
+    /// A partition with nothing new for this long stops holding the watermark back (when
+    /// following a growing input; with --until-end every partition is read to its end).
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub idle_timeout: Duration,
     /// Where checkpoints go (a directory). Default: LAKE/_checkpoints/NAME. Restarted
