@@ -576,7 +576,8 @@ pub fn decode_batch(batch: &SourceBatch) -> Vec<Decoded> {
 
 /// Version of the snapshot encoding; bump on any change to the state's shape.
 /// 2: state kept apart by source partition, one compressed section each.
-pub const STATE_VERSION: u32 = 2;
+/// 3: a rider window's ping ids in one string.
+pub const STATE_VERSION: u32 = 3;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PipelineState<'a> {

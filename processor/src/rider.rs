@@ -25,7 +25,7 @@ struct Ping {
     time: i64,
     /// The event id's bytes in [`RiderAgg::ids`] (ids only break ties of time, but
     /// they must be kept: one allocation per window instead of one per ping).
-    id: (u32, u32),
+    id: (usize, usize),
     lat: f64,
     lon: f64,
     speed: Option<f64>,
@@ -41,11 +41,11 @@ struct RiderAgg {
 
 impl RiderAgg {
     fn push(&mut self, time: i64, event_id: &str, lat: f64, lon: f64, speed: Option<f64>) {
-        let start = self.ids.len() as u32;
+        let start = self.ids.len();
         self.ids.push_str(event_id);
         self.pings.push(Ping {
             time,
-            id: (start, self.ids.len() as u32),
+            id: (start, self.ids.len()),
             lat,
             lon,
             speed,
@@ -53,9 +53,7 @@ impl RiderAgg {
     }
 
     fn id(&self, p: &Ping) -> &str {
-        self.ids
-            .get(p.id.0 as usize..p.id.1 as usize)
-            .unwrap_or_default()
+        self.ids.get(p.id.0..p.id.1).unwrap_or_default()
     }
 
     /// Takes `other`'s pings and deliveries.
@@ -67,7 +65,7 @@ impl RiderAgg {
             self.deliveries += deliveries;
             return;
         }
-        let base = self.ids.len() as u32;
+        let base = self.ids.len();
         self.ids.push_str(&other.ids);
         self.pings.extend(other.pings.into_iter().map(|mut p| {
             p.id = (p.id.0 + base, p.id.1 + base);

@@ -402,21 +402,29 @@ pub fn run(
     let result = drive(&reader, &mut at, pipeline, sink, opts, start, progress);
     // Hanging up stops the reader at its next send.
     drop(reader);
-    match result {
-        Err(RuntimeError::Reader(_)) => Err(RuntimeError::Reader(match handle.join() {
-            Err(panic) => panic
+    let panicked = |panic: Box<dyn std::any::Any + Send>| {
+        RuntimeError::Reader(
+            panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "the source reader panicked".into()),
-            Ok(()) => "the source reader stopped unexpectedly".into(),
-        })),
-        Ok(report) if report.ended => {
-            // It sent its last item and has returned.
-            let _ = handle.join();
-            Ok(report)
+        )
+    };
+    match result {
+        Err(RuntimeError::Reader(_)) => Err(match handle.join() {
+            Err(panic) => panicked(panic),
+            Ok(()) => RuntimeError::Reader("the source reader stopped unexpectedly".into()),
+        }),
+        // A reader that is done (after the end of the source, or on seeing the stop)
+        // is joined so that a panic is never lost; one blocked in a read is left.
+        result => {
+            let done = matches!(&result, Ok(report) if report.ended) || handle.is_finished();
+            if done && let Err(panic) = handle.join() {
+                return Err(panicked(panic));
+            }
+            result
         }
-        other => other,
     }
 }
 
