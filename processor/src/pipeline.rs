@@ -212,9 +212,11 @@ impl Pipeline {
         let (mut partition_prefix, mut offset_text) = (itoa::Buffer::new(), itoa::Buffer::new());
         for ((range, offset), decoded) in batch.records.iter().zip(decoded) {
             let bytes = &batch.data[range.clone()];
-            if matches!(decoded, Decoded::Blank) {
-                continue; // not a record (file sources skip these before)
-            }
+            let attached = match decoded {
+                Decoded::Blank => continue, // not a record (file sources skip these before)
+                Decoded::Event(ev) => ev.attach(bytes).ok_or("decoded from other bytes"),
+                Decoded::Invalid(reason) => Err(reason.as_str()),
+            };
             let part = &mut self.parts[p];
             part.counters.read += 1;
             self.position.clear();
@@ -228,11 +230,6 @@ impl Pipeline {
                 source: &self.source,
                 position: &self.position,
                 ingest_time,
-            };
-            let attached = match decoded {
-                Decoded::Event(ev) => ev.attach(bytes).ok_or("decoded from other bytes"),
-                Decoded::Invalid(reason) => Err(reason.as_str()),
-                Decoded::Blank => continue,
             };
             let ev = match attached {
                 Ok(ev) => ev,

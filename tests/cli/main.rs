@@ -81,7 +81,9 @@ fn summary(o: &Output) -> serde_json::Value {
 }
 
 /// `process --from file:-` with the golden fixture on stdin.
-fn process_fixture_from_stdin(lake: &Path) -> Output {
+/// `process` reading stdin into `lake`, the golden fixture written to it; the pipe is
+/// returned open.
+fn spawn_process_on_fixture_stdin(lake: &Path) -> (std::process::Child, std::process::ChildStdin) {
     let mut child = bin()
         .args([
             "process",
@@ -96,8 +98,15 @@ fn process_fixture_from_stdin(lake: &Path) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let input = std::fs::read(fixture()).unwrap();
-    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&std::fs::read(fixture()).unwrap()).unwrap();
+    stdin.flush().unwrap();
+    (child, stdin)
+}
+
+fn process_fixture_from_stdin(lake: &Path) -> Output {
+    let (child, stdin) = spawn_process_on_fixture_stdin(lake);
+    drop(stdin);
     child.wait_with_output().unwrap()
 }
 
@@ -649,23 +658,7 @@ fn sigterm_stops_a_run_whose_stdin_is_open_and_silent() {
     // records in the lake.
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let mut child = bin()
-        .args([
-            "process",
-            "--from",
-            "file:-",
-            "--lake",
-            lake.to_str().unwrap(),
-            "--quiet",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&std::fs::read(fixture()).unwrap()).unwrap();
-    stdin.flush().unwrap();
+    let (mut child, stdin) = spawn_process_on_fixture_stdin(&lake);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
