@@ -44,6 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => commands::query::run(&args),
         Command::Replay(args) => commands::replay::run(&args, &stop),
         Command::Demo(args) => commands::demo::run(&args, &stop),
+        Command::Checkpoints(args) => commands::checkpoints::run(&args),
     }
 }
 

@@ -90,11 +90,9 @@ fn bench(c: &mut Criterion) {
             || {
                 let dir = tempfile::tempdir().unwrap();
                 let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
-                (
-                    dir,
-                    ParquetSink::new(lake, "bench", "bench", SinkOptions::default()).unwrap(),
-                    outputs.clone(),
-                )
+                let mut sink = ParquetSink::new(lake, "bench", 1, SinkOptions::default()).unwrap();
+                sink.begin_epoch(1);
+                (dir, sink, outputs.clone())
             },
             |(dir, mut sink, outputs)| {
                 for o in outputs {

@@ -4,45 +4,59 @@
 //!
 //! A checkpoint is two objects in a [`CheckpointStore`]:
 //!
-//! - `state-<epoch>.bin`: the pipeline's state (zstd-compressed postcard): watermarks,
-//!   the de-duplication set, counters, every window and open order;
-//! - `manifest-<epoch>.json`: the pipeline and source it belongs to, the source
-//!   positions of every partition, the state's size and CRC-32, and the staged lake
-//!   files of the epoch.
+//! - `state-<epoch>-<generation>.bin`: the pipeline's state (zstd-compressed
+//!   postcard): watermarks, the de-duplication set, counters, every window and open
+//!   order; written create-only, and named by the writer's lease generation so that
+//!   two writers never touch one object;
+//! - `manifest-<epoch>.json`: the pipeline and source it belongs to, the writer's
+//!   lease generation, the source positions of every partition, which state object
+//!   holds the state (with its size and CRC-32), and the staged lake files of the epoch.
 //!
 //! The manifest is written last with a create-only put: that one atomic step commits
 //! the checkpoint, on a local disk and on S3 alike (no rename needed). Only then are
 //! the epoch's files published; publishing is idempotent, so a restart re-publishes the
-//! newest committed checkpoint's files and finishes a half-done publish. Anything
-//! staged for an epoch without a manifest is deleted at start-up, and its records are
-//! read again from the checkpointed positions.
+//! newest committed checkpoint's files and finishes a half-done publish.
+//!
+//! **Epoch numbers are never used twice.** Every process commits a checkpoint of its
+//! own as it starts (a *start checkpoint*, numbered one past the newest manifest of any
+//! kind), before it touches anything an earlier process left: from then on no earlier
+//! process can commit (its next manifest name exists), so what it staged can be
+//! deleted. This is the fence that makes a paused "zombie" harmless whatever the
+//! clocks say; the [lease](crate::lease) keeps two live processes apart in the first
+//! place. When recovery falls back past damaged checkpoints, the epochs between the one
+//! it resumes from and its start checkpoint are *undone*: the start checkpoint records
+//! which, and their published files are retracted (again after a crash, until a later
+//! checkpoint commits).
 //!
 //! A newest checkpoint that is corrupt or truncated (unreadable manifest, missing
 //! state, wrong size or checksum) is skipped with a warning in favour of the previous
 //! good one; one from another format version, pipeline or source is refused.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::lease::{Lease, LeaseError};
 use crate::pipeline::Counters;
 use crate::sink::{BoxError, StagedFile};
 
 /// Format name in every manifest.
 pub const FORMAT: &str = "rushhour-checkpoint";
-/// Version of the manifest and state layout this build writes and reads: the state's
-/// (a change to either bumps [`STATE_VERSION`](crate::pipeline::STATE_VERSION)).
-pub const VERSION: u32 = crate::pipeline::STATE_VERSION;
+/// Version of the manifest layout this build writes and reads. 3: one state section
+/// per partition; 4: lease generations, start checkpoints, epochs never reused.
+pub const VERSION: u32 = 4;
 
-/// Where checkpoints live. Names are flat (`manifest-0000000042.json`).
+/// Where checkpoints live. Names are flat (`manifest-00000000000000000042.json`).
 ///
 /// Invariants an implementation must keep:
 /// - `put` replaces an object whole: a reader sees the old or the new bytes, never a mix;
 /// - `put_if_absent` is atomic: of two concurrent callers at most one creates the object,
 ///   and a created object is complete when it becomes visible;
 /// - `list` returns every object whose `put` or `put_if_absent` returned.
-pub trait CheckpointStore: Send {
+///
+/// Shared between threads (the lease is renewed on a thread of its own).
+pub trait CheckpointStore: Send + Sync {
     /// The object's bytes, or `None` if it does not exist.
     fn get(&self, name: &str) -> Result<Option<Vec<u8>>, BoxError>;
     /// Writes an object (replacing it).
@@ -100,6 +114,14 @@ impl CheckpointStore for MemoryCheckpointStore {
     }
 }
 
+/// What a start checkpoint records: where its process resumed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRecord {
+    /// The epoch of the checkpoint it resumed from (0: a fresh start). Epochs after it
+    /// and before the start checkpoint's own are undone.
+    pub resumed_from: u64,
+}
+
 /// The commit record of one checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -113,6 +135,11 @@ pub struct Manifest {
     pub source: String,
     /// The epoch this checkpoint closes.
     pub epoch: u64,
+    /// The lease generation of the process that wrote it.
+    pub generation: u64,
+    /// Set on the checkpoint a process commits as it starts.
+    #[serde(default)]
+    pub start: Option<StartRecord>,
     /// Name of the state object.
     pub state: String,
     /// Its size in bytes.
@@ -125,13 +152,23 @@ pub struct Manifest {
     pub cursor: u32,
     /// Counters at the checkpoint (also inside the state; here for people).
     pub counters: Counters,
-    /// Lake files of the epoch, staged; published after this manifest commits.
+    /// Lake files to publish once this manifest is committed: the epoch's own, or, on
+    /// a start checkpoint, those of the checkpoint it resumed from.
     pub staged: Vec<StagedFile>,
     /// Wall-clock time of the commit, epoch ms.
     pub created_at_ms: i64,
     /// Time it took to encode the state, ms.
     #[serde(default)]
     pub state_encode_ms: f64,
+}
+
+impl Manifest {
+    /// The epochs a start checkpoint undoes: `(after, before)`, both exclusive; `None`
+    /// for an ordinary checkpoint or a start that resumed from the epoch just before.
+    pub fn undone(&self) -> Option<(u64, u64)> {
+        let start = self.start?;
+        (start.resumed_from + 1 < self.epoch).then_some((start.resumed_from, self.epoch))
+    }
 }
 
 /// A checkpoint read back: its manifest and its state bytes.
@@ -141,6 +178,17 @@ pub struct Restored {
     pub manifest: Manifest,
     /// The pipeline state (for [`Pipeline::restore`](crate::Pipeline::restore)).
     pub state: Vec<u8>,
+}
+
+/// Where recovery stands: the checkpoint to resume from and what is newer.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryPoint {
+    /// The newest usable checkpoint, if any.
+    pub restored: Option<Restored>,
+    /// The newest epoch with a manifest of any kind (readable or not).
+    pub newest: Option<u64>,
+    /// Newer checkpoints that were skipped, and why.
+    pub skipped: Vec<(u64, String)>,
 }
 
 /// Errors of checkpointing.
@@ -164,16 +212,58 @@ pub enum CheckpointError {
         /// Why.
         reason: String,
     },
-    /// The manifest of this epoch exists already: another process is writing here.
+    /// A checkpoint written by another version of the format.
     #[error(
-        "checkpoint {name} already exists in {location}: is another process running this pipeline?"
+        "checkpoint {name} in {location} was written by format {format} version {version}; this build reads {FORMAT} version {VERSION}"
     )]
-    Conflict {
+    Version {
         /// Where.
         location: String,
         /// Which manifest.
         name: String,
+        /// The format it names.
+        format: String,
+        /// Its version.
+        version: u64,
     },
+    /// The manifest of this epoch exists already: another process committed it, and
+    /// this one must not publish anything more.
+    #[error(
+        "checkpoint {name} in {location} was committed by another process (lease generation {generation} tried to): this process no longer owns the pipeline"
+    )]
+    Fenced {
+        /// Where.
+        location: String,
+        /// Which manifest.
+        name: String,
+        /// The generation of this process.
+        generation: u64,
+    },
+    /// The lease is held elsewhere or was lost.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+}
+
+/// A state object written for a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRef {
+    /// Its name in the store.
+    pub name: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Its CRC-32.
+    pub crc32: u32,
+}
+
+impl StateRef {
+    /// The state a manifest names.
+    pub fn of(manifest: &Manifest) -> StateRef {
+        StateRef {
+            name: manifest.state.clone(),
+            bytes: manifest.state_bytes,
+            crc32: manifest.state_crc32,
+        }
+    }
 }
 
 /// Where an epoch ended: what its checkpoint records besides the state.
@@ -187,47 +277,159 @@ pub struct EpochEnd {
     pub cursor: u32,
     /// Counters so far.
     pub counters: Counters,
-    /// The epoch's staged lake files.
+    /// The lake files to publish after the commit.
     pub staged: Vec<StagedFile>,
+    /// Set on a start checkpoint.
+    pub start: Option<StartRecord>,
     /// Wall-clock time, epoch ms.
     pub created_at_ms: i64,
     /// Time it took to encode the state, ms.
     pub state_encode_ms: f64,
 }
 
-/// Writes, finds and prunes the checkpoints of one pipeline.
+/// The name of the manifest of `epoch`.
+pub fn manifest_name(epoch: u64) -> String {
+    format!("manifest-{epoch:020}.json")
+}
+
+fn state_name(epoch: u64, generation: u64) -> String {
+    format!("state-{epoch:020}-{generation:020}.bin")
+}
+
+fn digits(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// The epoch of a manifest's name (any width, so older layouts are recognised).
+pub fn manifest_epoch(name: &str) -> Option<u64> {
+    digits(name.strip_prefix("manifest-")?.strip_suffix(".json")?)
+}
+
+/// The epoch of a state object's name (`state-<epoch>-<generation>.bin`, or an older
+/// `state-<epoch>.bin`).
+fn state_epoch(name: &str) -> Option<u64> {
+    let stem = name.strip_prefix("state-")?.strip_suffix(".bin")?;
+    digits(stem.split_once('-').map_or(stem, |(epoch, _)| epoch))
+}
+
+/// Why a manifest's bytes cannot be read.
+enum Unreadable {
+    /// Another version of the format wrote it.
+    Version(u64),
+    /// Damaged.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::Version(v) => write!(
+                f,
+                "written by format {FORMAT} version {v}; this build reads version {VERSION}"
+            ),
+            Unreadable::Corrupt(e) => write!(f, "manifest unreadable: {e}"),
+        }
+    }
+}
+
+fn read_manifest(bytes: &[u8]) -> Result<Manifest, Unreadable> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        // An older layout lacks fields: name its version rather than a missing field.
+        let version = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| v.get("version").and_then(serde_json::Value::as_u64));
+        match version {
+            Some(v) if v != u64::from(VERSION) => Unreadable::Version(v),
+            _ => Unreadable::Corrupt(e.to_string()),
+        }
+    })
+}
+
+/// One checkpoint as `rushhour checkpoints` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointInfo {
+    /// The epoch.
+    pub epoch: u64,
+    /// The manifest, when it can be read.
+    pub manifest: Option<Manifest>,
+    /// Why it cannot be used, or `None` when its manifest and state check out.
+    pub problem: Option<String>,
+}
+
+/// Reads every checkpoint in `store`, newest first, checking each manifest and the
+/// size and CRC-32 of its state, and handing the state bytes to `check_state` (which
+/// may decode them; `|_| Ok(())` skips that).
+pub fn inspect(
+    store: &dyn CheckpointStore,
+    check_state: &dyn Fn(&[u8]) -> Result<(), String>,
+) -> Result<Vec<CheckpointInfo>, BoxError> {
+    let mut manifests: Vec<(u64, String)> = store
+        .list()?
+        .into_iter()
+        .filter_map(|n| manifest_epoch(&n).map(|e| (e, n)))
+        .collect();
+    manifests.sort_unstable_by(|a, b| b.cmp(a));
+    let mut out = Vec::with_capacity(manifests.len());
+    for (epoch, name) in manifests {
+        let Some(bytes) = store.get(&name)? else {
+            continue;
+        };
+        let (manifest, problem) = match read_manifest(&bytes) {
+            Err(problem) => (None, Some(problem.to_string())),
+            Ok(m) => {
+                let problem = match store.get(&m.state)? {
+                    None => Some(format!("state {} is missing", m.state)),
+                    Some(s) if s.len() as u64 != m.state_bytes => Some(format!(
+                        "state {} has {} bytes, the manifest says {}",
+                        m.state,
+                        s.len(),
+                        m.state_bytes
+                    )),
+                    Some(s) if crc32fast::hash(&s) != m.state_crc32 => {
+                        Some(format!("state {} fails its checksum", m.state))
+                    }
+                    Some(s) => check_state(&s)
+                        .err()
+                        .map(|e| format!("state {}: {e}", m.state)),
+                };
+                (Some(m), problem)
+            }
+        };
+        out.push(CheckpointInfo {
+            epoch,
+            manifest,
+            problem,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes, finds and prunes the checkpoints of one pipeline, as the holder of its
+/// lease.
 pub struct Checkpointer {
-    store: Box<dyn CheckpointStore>,
+    store: Arc<dyn CheckpointStore>,
+    lease: Arc<Lease>,
     pipeline: String,
     source: String,
     retain: usize,
 }
 
-fn manifest_name(epoch: u64) -> String {
-    format!("manifest-{epoch:010}.json")
-}
-
-fn state_name(epoch: u64) -> String {
-    format!("state-{epoch:010}.bin")
-}
-
-fn epoch_of(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
-    name.strip_prefix(prefix)?
-        .strip_suffix(suffix)?
-        .parse()
-        .ok()
-}
-
 impl Checkpointer {
-    /// Checkpoints of `pipeline` reading `source`, keeping the newest `retain` (≥ 1).
+    /// Checkpoints of `pipeline` reading `source` in `store`, written under `lease`,
+    /// keeping the newest `retain` (≥ 1).
     pub fn new(
-        store: Box<dyn CheckpointStore>,
+        store: Arc<dyn CheckpointStore>,
+        lease: Arc<Lease>,
         pipeline: &str,
         source: &str,
         retain: usize,
     ) -> Self {
         Checkpointer {
             store,
+            lease,
             pipeline: pipeline.to_owned(),
             source: source.to_owned(),
             retain: retain.max(1),
@@ -241,24 +443,33 @@ impl Checkpointer {
         }
     }
 
-    /// Epochs with a manifest, newest first.
-    fn epochs(&self) -> Result<Vec<u64>, CheckpointError> {
-        let mut epochs: Vec<u64> = self
+    /// The lease this checkpointer writes under.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Epochs with a manifest, newest first, with the object names.
+    fn manifests(&self) -> Result<Vec<(u64, String)>, CheckpointError> {
+        let mut found: Vec<(u64, String)> = self
             .store
             .list()
             .map_err(self.store_err())?
-            .iter()
-            .filter_map(|n| epoch_of(n, "manifest-", ".json"))
+            .into_iter()
+            .filter_map(|n| manifest_epoch(&n).map(|e| (e, n)))
             .collect();
-        epochs.sort_unstable_by(|a, b| b.cmp(a));
-        Ok(epochs)
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(found)
     }
 
-    /// The newest good checkpoint, if any. Corrupt ones are skipped with a warning;
-    /// incompatible ones stop with an error.
-    pub fn latest(&self) -> Result<Option<Restored>, CheckpointError> {
-        for epoch in self.epochs()? {
-            let name = manifest_name(epoch);
+    /// The newest usable checkpoint and what is newer. Corrupt ones are skipped with a
+    /// warning; one of another version, pipeline or source stops with an error.
+    pub fn recovery_point(&self) -> Result<RecoveryPoint, CheckpointError> {
+        let manifests = self.manifests()?;
+        let mut point = RecoveryPoint {
+            newest: manifests.first().map(|(e, _)| *e),
+            ..RecoveryPoint::default()
+        };
+        for (epoch, name) in manifests {
             let incompatible = |reason: String| CheckpointError::Incompatible {
                 location: self.store.location(),
                 name: name.clone(),
@@ -267,18 +478,30 @@ impl Checkpointer {
             let Some(bytes) = self.store.get(&name).map_err(self.store_err())? else {
                 continue;
             };
-            let manifest: Manifest = match serde_json::from_slice(&bytes) {
+            let manifest = match read_manifest(&bytes) {
                 Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(checkpoint = %name, error = %e, "skipping a corrupt checkpoint manifest; falling back to an older one");
+                Err(Unreadable::Version(version)) => {
+                    return Err(CheckpointError::Version {
+                        location: self.store.location(),
+                        name,
+                        format: FORMAT.into(),
+                        version,
+                    });
+                }
+                Err(problem) => {
+                    let problem = problem.to_string();
+                    tracing::warn!(checkpoint = %name, %problem, "skipping a corrupt checkpoint manifest; falling back to an older one");
+                    point.skipped.push((epoch, problem));
                     continue;
                 }
             };
             if manifest.format != FORMAT || manifest.version != VERSION {
-                return Err(incompatible(format!(
-                    "written by format {} version {}; this build reads {FORMAT} version {VERSION}",
-                    manifest.format, manifest.version
-                )));
+                return Err(CheckpointError::Version {
+                    location: self.store.location(),
+                    name,
+                    format: manifest.format,
+                    version: manifest.version.into(),
+                });
             }
             if manifest.pipeline != self.pipeline {
                 return Err(incompatible(format!(
@@ -298,60 +521,73 @@ impl Checkpointer {
                     if state.len() as u64 == manifest.state_bytes
                         && crc32fast::hash(&state) == manifest.state_crc32 =>
                 {
-                    return Ok(Some(Restored { manifest, state }));
+                    point.restored = Some(Restored { manifest, state });
+                    return Ok(point);
                 }
                 _ => {
                     tracing::warn!(checkpoint = %name, "skipping a checkpoint whose state is missing or damaged; falling back to an older one");
+                    point.skipped.push((
+                        epoch,
+                        format!("state {} missing or damaged", manifest.state),
+                    ));
                 }
             }
         }
-        Ok(None)
+        Ok(point)
     }
 
-    /// The newest epoch with a manifest, readable or not.
-    pub fn newest_epoch(&self) -> Result<Option<u64>, CheckpointError> {
-        Ok(self.epochs()?.first().copied())
+    /// The newest usable checkpoint, if any (see [`recovery_point`](Self::recovery_point)).
+    pub fn latest(&self) -> Result<Option<Restored>, CheckpointError> {
+        Ok(self.recovery_point()?.restored)
     }
 
-    /// Deletes the manifests and states of epochs after `epoch` (damaged ones that
-    /// recovery skipped), so the epochs can be committed afresh.
-    pub fn discard_after(&self, epoch: u64) -> Result<(), CheckpointError> {
-        for name in self.store.list().map_err(self.store_err())? {
-            let e =
-                epoch_of(&name, "manifest-", ".json").or_else(|| epoch_of(&name, "state-", ".bin"));
-            if e.is_some_and(|e| e > epoch) {
-                self.store.delete(&name).map_err(self.store_err())?;
-            }
+    /// Writes the state for `epoch`'s checkpoint, create-only, under a name of this
+    /// process's generation.
+    pub fn write_state(&self, epoch: u64, state: &[u8]) -> Result<StateRef, CheckpointError> {
+        let name = state_name(epoch, self.lease.generation());
+        if !self
+            .store
+            .put_if_absent(&name, state)
+            .map_err(self.store_err())?
+        {
+            return Err(CheckpointError::Fenced {
+                location: self.store.location(),
+                name,
+                generation: self.lease.generation(),
+            });
         }
-        Ok(())
+        Ok(StateRef {
+            name,
+            bytes: state.len() as u64,
+            crc32: crc32fast::hash(state),
+        })
     }
 
-    /// Commits the checkpoint of `at.epoch`: writes the state, then creates the
-    /// manifest (the atomic step). Returns the manifest.
-    pub fn commit(&self, state: &[u8], at: EpochEnd) -> Result<Manifest, CheckpointError> {
+    /// Commits the checkpoint of `at.epoch` with the state `state` (already written):
+    /// checks the lease, then creates the manifest (the atomic step). Returns it.
+    pub fn commit(&self, state: &StateRef, at: EpochEnd) -> Result<Manifest, CheckpointError> {
         let EpochEnd {
             epoch,
             positions,
             cursor,
             counters,
             staged,
+            start,
             created_at_ms,
             state_encode_ms,
         } = at;
-        let state_object = state_name(epoch);
-        self.store
-            .put(&state_object, state)
-            .map_err(self.store_err())?;
-        crate::runtime::failpoint("checkpoint-state-written");
+        self.lease.check()?;
         let manifest = Manifest {
             format: FORMAT.into(),
             version: VERSION,
             pipeline: self.pipeline.clone(),
             source: self.source.clone(),
             epoch,
-            state: state_object,
-            state_bytes: state.len() as u64,
-            state_crc32: crc32fast::hash(state),
+            generation: self.lease.generation(),
+            start,
+            state: state.name.clone(),
+            state_bytes: state.bytes,
+            state_crc32: state.crc32,
             positions,
             cursor,
             counters,
@@ -369,28 +605,60 @@ impl Checkpointer {
             .put_if_absent(&name, &bytes)
             .map_err(self.store_err())?
         {
-            return Err(CheckpointError::Conflict {
+            return Err(CheckpointError::Fenced {
                 location: self.store.location(),
                 name,
+                generation: self.lease.generation(),
             });
         }
         Ok(manifest)
     }
 
-    /// Deletes all but the newest `retain` checkpoints, and state objects left without
-    /// a manifest by a crash.
+    /// The lake files that readable manifests of the epochs in `(after, before)` list:
+    /// what undoing those epochs must retract (besides what their names give away).
+    pub fn files_of(&self, after: u64, before: u64) -> Result<Vec<String>, CheckpointError> {
+        let mut out = Vec::new();
+        for (epoch, name) in self.manifests()? {
+            if epoch <= after || epoch >= before {
+                continue;
+            }
+            let bytes = self.store.get(&name).map_err(self.store_err())?;
+            if let Some(m) = bytes.and_then(|b| serde_json::from_slice::<Manifest>(&b).ok()) {
+                out.extend(m.staged.into_iter().map(|f| f.target));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes all but the newest `retain` readable checkpoints (and any manifest
+    /// between them), and state objects no kept manifest names. States newer than the
+    /// newest manifest are left: one may be being committed.
     pub fn prune(&self) -> Result<(), CheckpointError> {
-        let epochs = self.epochs()?;
-        let Some(&newest) = epochs.first() else {
+        let manifests = self.manifests()?;
+        let Some(&(newest, _)) = manifests.first() else {
             return Ok(());
         };
-        let keep: Vec<u64> = epochs.iter().copied().take(self.retain).collect();
+        let mut kept_states = BTreeSet::new();
+        let mut readable = 0;
+        let mut oldest_kept = newest;
+        for (epoch, name) in &manifests {
+            if readable >= self.retain {
+                break;
+            }
+            oldest_kept = *epoch;
+            let bytes = self.store.get(name).map_err(self.store_err())?;
+            if let Some(m) = bytes.and_then(|b| serde_json::from_slice::<Manifest>(&b).ok()) {
+                kept_states.insert(m.state);
+                readable += 1;
+            }
+        }
+        for (epoch, name) in &manifests {
+            if *epoch < oldest_kept {
+                self.store.delete(name).map_err(self.store_err())?;
+            }
+        }
         for name in self.store.list().map_err(self.store_err())? {
-            let epoch =
-                epoch_of(&name, "manifest-", ".json").or_else(|| epoch_of(&name, "state-", ".bin"));
-            let Some(epoch) = epoch else { continue };
-            // A state newer than the newest manifest may be one being committed now.
-            if !keep.contains(&epoch) && epoch <= newest {
+            if state_epoch(&name).is_some_and(|e| e <= newest) && !kept_states.contains(&name) {
                 self.store.delete(&name).map_err(self.store_err())?;
             }
         }
@@ -405,7 +673,10 @@ impl Checkpointer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
     use super::*;
+    use crate::lease::{Holder, LeaseOptions, PIPELINE_SCOPE};
 
     fn end(epoch: u64) -> EpochEnd {
         EpochEnd {
@@ -414,98 +685,163 @@ mod tests {
             cursor: 0,
             counters: Counters::default(),
             staged: vec![],
+            start: None,
             created_at_ms: 0,
             state_encode_ms: 0.0,
         }
     }
 
-    fn cp(store: MemoryCheckpointStore) -> Checkpointer {
-        Checkpointer::new(Box::new(store), "p", "file:in", 2)
+    /// A checkpointer holding the lease (the store's previous holder must have
+    /// released it).
+    fn cp_on(store: Arc<dyn CheckpointStore>, source: &str) -> Checkpointer {
+        let lease = Lease::acquire(
+            store.clone(),
+            PIPELINE_SCOPE,
+            Holder::this_process(),
+            &LeaseOptions::default(),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap();
+        Checkpointer::new(store, Arc::new(lease), "p", source, 2)
+    }
+
+    fn cp() -> Checkpointer {
+        cp_on(Arc::new(MemoryCheckpointStore::default()), "file:in")
     }
 
     fn commit(c: &Checkpointer, epoch: u64) {
-        c.commit(format!("state{epoch}").as_bytes(), end(epoch))
+        let state = c
+            .write_state(epoch, format!("state{epoch}").as_bytes())
             .unwrap();
+        c.commit(&state, end(epoch)).unwrap();
+    }
+
+    fn state_of(c: &Checkpointer, epoch: u64) -> String {
+        state_name(epoch, c.lease.generation())
     }
 
     #[test]
     fn newest_good_checkpoint_wins_and_corrupt_ones_fall_back() {
-        let c = cp(MemoryCheckpointStore::default());
+        let c = cp();
         assert!(c.latest().unwrap().is_none());
         for e in 1..=3 {
             commit(&c, e);
         }
         assert_eq!(c.latest().unwrap().unwrap().manifest.epoch, 3);
         // Truncated state of the newest: fall back to 2.
-        c.store.put("state-0000000003.bin", b"sta").unwrap();
-        let r = c.latest().unwrap().unwrap();
+        c.store.put(&state_of(&c, 3), b"sta").unwrap();
+        let point = c.recovery_point().unwrap();
+        let r = point.restored.unwrap();
         assert_eq!(
-            (r.manifest.epoch, r.state.as_slice()),
-            (2, b"state2".as_slice())
+            (r.manifest.epoch, r.state.as_slice(), point.newest),
+            (2, b"state2".as_slice(), Some(3))
         );
+        assert_eq!(point.skipped.len(), 1);
         // A garbled manifest: skipped too.
-        c.store
-            .put("manifest-0000000002.json", b"{not json")
-            .unwrap();
+        c.store.put(&manifest_name(2), b"{not json").unwrap();
         assert_eq!(c.latest().unwrap().unwrap().manifest.epoch, 1);
     }
 
     #[test]
-    fn committing_an_epoch_twice_is_a_conflict() {
-        let c = cp(MemoryCheckpointStore::default());
+    fn an_epoch_is_committed_once_and_states_are_create_only() {
+        let c = cp();
         commit(&c, 1);
-        let again = c.commit(b"x", end(1));
-        assert!(matches!(again, Err(CheckpointError::Conflict { .. })));
+        let state = c.write_state(2, b"x").unwrap();
+        assert!(matches!(
+            c.write_state(2, b"y"),
+            Err(CheckpointError::Fenced { .. })
+        ));
+        c.commit(&state, end(2)).unwrap();
+        let again = c.commit(&state, end(2));
+        assert!(matches!(again, Err(CheckpointError::Fenced { .. })));
+    }
+
+    #[test]
+    fn a_process_that_lost_its_lease_cannot_commit() {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
+        let old = cp_on(store.clone(), "file:in");
+        commit(&old, 1);
+        // The lease expires (here: released), and another process takes over.
+        old.lease.release().unwrap();
+        let new = cp_on(store, "file:in");
+        let state = old.write_state(2, b"zombie").unwrap();
+        let err = old.commit(&state, end(2)).unwrap_err();
+        assert!(err.to_string().contains("lost the lease"), "{err}");
+        commit(&new, 2);
     }
 
     #[test]
     fn other_pipelines_and_versions_are_refused() {
-        let store = MemoryCheckpointStore::default();
-        let other = Checkpointer::new(Box::new(store), "p", "file:other", 2);
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
+        let other = cp_on(store.clone(), "file:other");
         commit(&other, 1);
-        let objects = other.store.list().unwrap();
-        let store = MemoryCheckpointStore::default();
-        for name in objects {
-            store
-                .put(&name, &other.store.get(&name).unwrap().unwrap())
-                .unwrap();
-        }
-        let c = cp(store);
+        other.lease.release().unwrap();
+        let c = cp_on(store, "file:in");
         assert!(matches!(
             c.latest(),
             Err(CheckpointError::Incompatible { .. })
         ));
         let mut m: serde_json::Value =
-            serde_json::from_slice(&c.store.get("manifest-0000000001.json").unwrap().unwrap())
-                .unwrap();
+            serde_json::from_slice(&c.store.get(&manifest_name(1)).unwrap().unwrap()).unwrap();
         m["source"] = "file:in".into();
         m["version"] = 99.into();
         c.store
-            .put("manifest-0000000001.json", m.to_string().as_bytes())
+            .put(&manifest_name(1), m.to_string().as_bytes())
             .unwrap();
         let err = c.latest().unwrap_err().to_string();
         assert!(err.contains("version 99"), "{err}");
     }
 
     #[test]
-    fn pruning_keeps_the_newest() {
-        let c = cp(MemoryCheckpointStore::default());
+    fn pruning_keeps_the_newest_readable_and_the_states_they_name() {
+        let c = cp();
         for e in 1..=5 {
             commit(&c, e);
         }
-        c.store.put("state-0000000006.bin", b"in flight").unwrap();
+        // A start checkpoint that names an older state; a damaged one after it; a state
+        // being written for the next epoch.
+        let state5 = StateRef::of(&c.latest().unwrap().unwrap().manifest);
+        let mut at = end(6);
+        at.start = Some(StartRecord { resumed_from: 5 });
+        c.commit(&state5, at).unwrap();
+        c.store.put(&manifest_name(7), b"{damaged").unwrap();
+        c.store.put(&state_of(&c, 8), b"in flight").unwrap();
         c.prune().unwrap();
         let mut names = c.store.list().unwrap();
         names.sort();
+        names.retain(|n| !n.starts_with("lease-"));
         assert_eq!(
             names,
             [
-                "manifest-0000000004.json",
-                "manifest-0000000005.json",
-                "state-0000000004.bin",
-                "state-0000000005.bin",
-                "state-0000000006.bin"
+                manifest_name(5),
+                manifest_name(6),
+                manifest_name(7),
+                state_of(&c, 5),
+                state_of(&c, 8),
             ]
         );
+    }
+
+    #[test]
+    fn names_parse_at_any_width() {
+        assert_eq!(manifest_epoch("manifest-0000000042.json"), Some(42));
+        assert_eq!(manifest_epoch(&manifest_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(manifest_epoch("manifest-.json"), None);
+        assert_eq!(manifest_epoch("manifest-+1.json"), None);
+        assert_eq!(state_epoch(&state_name(7, 3)), Some(7));
+        assert_eq!(state_epoch("state-0000000007.bin"), Some(7));
+        let undone = Manifest {
+            start: Some(StartRecord { resumed_from: 3 }),
+            epoch: 6,
+            ..serde_json::from_value::<Manifest>(serde_json::json!({
+                "format": FORMAT, "version": VERSION, "pipeline": "p", "source": "s",
+                "epoch": 6, "generation": 1, "state": "x", "state_bytes": 0,
+                "state_crc32": 0, "positions": [], "cursor": 0,
+                "counters": Counters::default(), "staged": [], "created_at_ms": 0
+            }))
+            .unwrap()
+        };
+        assert_eq!(undone.undone(), Some((3, 6)));
     }
 }

@@ -8,10 +8,12 @@
 //!   pure, driven by accepted events and watermarks.
 //! - [`sink`]: the [`LakeSink`](sink::LakeSink) trait — stage, then publish.
 //! - [`checkpoint`]: checkpoints and the commit protocol that makes recovery exact.
+//! - [`lease`]: one writer per pipeline, fenced by lease generations.
 //! - [`runtime`]: drives a source through the pipeline into a sink, in epochs.
 
 pub mod checkpoint;
 pub mod dedup;
+pub mod lease;
 pub mod operator;
 pub mod output;
 pub mod partials;
@@ -22,7 +24,8 @@ pub mod sink;
 pub mod source;
 pub mod store;
 
-pub use checkpoint::{CheckpointStore, Checkpointer, Manifest, Restored};
+pub use checkpoint::{CheckpointStore, Checkpointer, Manifest, RecoveryPoint, Restored};
+pub use lease::{Holder, Lease, LeaseError, LeaseKeeper, LeaseOptions};
 pub use output::TableBatch;
 pub use pipeline::{Counters, Pipeline, PipelineConfig};
 pub use runtime::{Progress, RunOptions, RunReport, RuntimeError, Start, failpoint, recover, run};

@@ -41,6 +41,10 @@ pub struct PipelineConfig {
     pub dedup_horizon_ms: i64,
     /// Raw rows per Arrow batch handed to the sink.
     pub raw_batch_rows: usize,
+    /// An event whose time is more than this ahead of the wall clock when it is read is
+    /// invalid (`--max-future`), so that one broken clock cannot move the watermark
+    /// years ahead. `None`: any event time is taken (the contract's default).
+    pub max_future_ms: Option<i64>,
 }
 
 impl Default for PipelineConfig {
@@ -50,6 +54,7 @@ impl Default for PipelineConfig {
             order_ttl_ms: 6 * HOUR_MS,
             dedup_horizon_ms: 24 * HOUR_MS,
             raw_batch_rows: 64 * 1024,
+            max_future_ms: None,
         }
     }
 }
@@ -119,6 +124,8 @@ pub struct Pipeline {
     curated: Curated,
     ready: Vec<TableBatch>,
     position: String,
+    /// The dead-letter reason of an event too far in the future.
+    too_far_ahead: String,
 }
 
 impl Pipeline {
@@ -133,7 +140,12 @@ impl Pipeline {
             Box::new(StoreOperator::new(cfg.order_ttl_ms)),
             Box::new(RiderOperator::default()),
         ];
+        let too_far_ahead = format!(
+            "event_time is more than {} ahead of the wall clock when read (--max-future)",
+            short_duration(cfg.max_future_ms.unwrap_or(0))
+        );
         Pipeline {
+            too_far_ahead,
             parts: (0..partitions.max(1))
                 .map(|_| PartitionState::fresh())
                 .collect(),
@@ -210,6 +222,10 @@ impl Pipeline {
             self.parts[p].status = PartitionStatus::Active;
         }
         let (mut partition_prefix, mut offset_text) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let latest_allowed = self
+            .cfg
+            .max_future_ms
+            .map(|max| ingest_time.saturating_add(max));
         for ((range, offset), decoded) in batch.records.iter().zip(decoded) {
             let bytes = &batch.data[range.clone()];
             let attached = match decoded {
@@ -230,6 +246,12 @@ impl Pipeline {
                 source: &self.source,
                 position: &self.position,
                 ingest_time,
+            };
+            let attached = match attached {
+                Ok(ev) if latest_allowed.is_some_and(|t| ev.event_time > t) => {
+                    Err(self.too_far_ahead.as_str())
+                }
+                other => other,
             };
             let ev = match attached {
                 Ok(ev) => ev,
@@ -365,6 +387,25 @@ impl Pipeline {
         }
         self.effective = state.effective;
         Ok(())
+    }
+
+    /// Decodes a snapshot completely, as a restore would — every section and every
+    /// operator's part — without keeping it (`rushhour checkpoints verify`).
+    pub fn check_snapshot(bytes: &[u8]) -> Result<(), StateError> {
+        let (version, _) = postcard::take_from_bytes::<u32>(bytes)?;
+        if version != STATE_VERSION {
+            return Err(StateError::Mismatch(format!(
+                "state version {version} (this build reads {STATE_VERSION})"
+            )));
+        }
+        let state: PipelineState<'_> = postcard::from_bytes(bytes)?;
+        let mut scratch = Pipeline::new(
+            PipelineConfig::default(),
+            "",
+            state.partitions,
+            PositionStyle::PartitionOffset,
+        );
+        scratch.restore(bytes)
     }
 
     /// Takes over partition `part` with its state in a snapshot (of this or another
@@ -599,6 +640,17 @@ struct Section<H, O> {
 }
 
 type SectionIn = Section<Hours, Vec<u8>>;
+
+/// `3600000` → `1h`, `90000` → `90s`.
+fn short_duration(ms: i64) -> String {
+    match ms {
+        0 => "0s".into(),
+        ms if ms % HOUR_MS == 0 => format!("{}h", ms / HOUR_MS),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
 
 /// The hive partition directory of the hour `hour` (hours since the epoch).
 fn hive_partition(hour: i64) -> String {

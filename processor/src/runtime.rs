@@ -18,7 +18,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{CheckpointError, Checkpointer, EpochEnd, Restored};
+use crate::checkpoint::{
+    CheckpointError, Checkpointer, EpochEnd, RecoveryPoint, StartRecord, StateRef,
+};
 use crate::operator::StateError;
 use crate::output::TableBatch;
 use crate::pipeline::{Counters, Decoded, Pipeline, decode_batch};
@@ -106,6 +108,10 @@ pub struct RunReport {
 enum SinkMsg {
     Write(TableBatch),
     Prepare(u64, SyncSender<Result<Vec<StagedFile>, BoxError>>),
+    Verify(
+        Vec<StagedFile>,
+        SyncSender<Result<Vec<StagedFile>, BoxError>>,
+    ),
     Publish(Vec<StagedFile>, SyncSender<Result<(), BoxError>>),
 }
 
@@ -125,6 +131,14 @@ impl SinkThread {
                         SinkMsg::Write(batch) => sink.write(batch)?,
                         SinkMsg::Prepare(epoch, reply) => {
                             let result = sink.prepare_commit(epoch);
+                            let failed = result.is_err();
+                            let _ = reply.send(result);
+                            if failed {
+                                return Ok(());
+                            }
+                        }
+                        SinkMsg::Verify(files, reply) => {
+                            let result = sink.verify_staged(&files).map(|()| files);
                             let failed = result.is_err();
                             let _ = reply.send(result);
                             if failed {
@@ -212,67 +226,120 @@ pub fn now_ms() -> i64 {
 }
 
 /// Crash injection for recovery tests: the process aborts (like `kill -9`) when the
-/// environment variable `RUSHHOUR_FAILPOINT` names this point. Points: `epoch-staged`,
-/// `checkpoint-state-written`, `checkpoint-committed`, `mid-publish`, `epoch-published`.
+/// environment variable `RUSHHOUR_FAILPOINT` names this point, after saying so on
+/// stderr (so a test can tell that the point was reached). Points: `start-committed`,
+/// `epoch-staged`, `checkpoint-state-written`, `checkpoint-committed`, `mid-publish`,
+/// `epoch-published`.
 pub fn failpoint(name: &str) {
     if std::env::var_os("RUSHHOUR_FAILPOINT").is_some_and(|v| v == name) {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("rushhour: failpoint {name} reached: aborting");
+        }
         std::process::abort();
     }
 }
 
-/// Start-up recovery, after the newest good checkpoint has been read (see
-/// [`Checkpointer::latest`]) and the source reopened at its positions: restores the
-/// pipeline's state, finishes publishing the checkpoint's files (idempotently), and
-/// deletes what was staged for epochs that never committed. Returns the number of
-/// the next epoch.
+/// Start-up recovery, once the lease is held, `point` has been read
+/// ([`Checkpointer::recovery_point`]) and the source reopened at its positions:
+///
+/// 1. restores the pipeline's state from the checkpoint resumed from;
+/// 2. commits a *start checkpoint*, numbered one past the newest manifest of any kind:
+///    the fence — no earlier process can commit after it (see [`crate::checkpoint`]);
+///    it names the resumed checkpoint's state and files, so a crash from here on
+///    resumes from it;
+/// 3. finishes publishing the resumed checkpoint's files (idempotently);
+/// 4. deletes what earlier, now fenced, processes staged;
+/// 5. retracts the published files of undone epochs — those between the checkpoint
+///    resumed from and the start checkpoint (newer checkpoints that were damaged), and
+///    those the resumed checkpoint itself undid, in case a crash cut that short;
+/// 6. prunes old checkpoints.
+///
+/// Returns the number of the first epoch to run. Fails with
+/// [`CheckpointError::Fenced`] if another process committed the start checkpoint's
+/// epoch first (a paused process that has not yet noticed it lost the lease): read the
+/// recovery point again and retry.
 pub fn recover(
     checkpointer: &Checkpointer,
-    restored: Option<&Restored>,
+    point: &RecoveryPoint,
     pipeline: &mut Pipeline,
     source: &mut dyn Source,
     sink: &mut dyn LakeSink,
 ) -> Result<u64, RuntimeError> {
-    let restored_epoch = restored.map_or(0, |r| r.manifest.epoch);
-    if let Some(newest) = checkpointer.newest_epoch()?
-        && newest > restored_epoch
+    let restored = point.restored.as_ref();
+    if restored.is_none()
+        && let Some(newest) = point.newest
     {
-        if restored.is_none() {
-            return Err(RuntimeError::Checkpoint(CheckpointError::Incompatible {
-                location: checkpointer.location(),
-                name: format!("manifest of epoch {newest}"),
-                reason: "no checkpoint there is readable; move the directory away to start \
-                         over (and rebuild the lake, which holds the damaged epochs' files)"
-                    .into(),
-            }));
+        return Err(RuntimeError::Checkpoint(CheckpointError::Incompatible {
+            location: checkpointer.location(),
+            name: format!("manifest of epoch {newest}"),
+            reason: "no checkpoint there is usable".into(),
+        }));
+    }
+    let start_epoch = point.newest.unwrap_or(0) + 1;
+    let (state, positions, cursor, staged, resumed_from) = match restored {
+        Some(r) => {
+            pipeline.restore(&r.state)?;
+            source.set_cursor(r.manifest.cursor);
+            (
+                StateRef::of(&r.manifest),
+                r.manifest.positions.clone(),
+                r.manifest.cursor,
+                r.manifest.staged.clone(),
+                r.manifest.epoch,
+            )
         }
-        // Newer checkpoints were damaged: their epochs are redone from this one, so
-        // the files they published go, and so do they.
-        let retracted = sink
-            .retract_after(restored_epoch)
-            .map_err(RuntimeError::Sink)?;
-        checkpointer.discard_after(restored_epoch)?;
-        tracing::warn!(
-            restored_epoch,
-            newest,
-            retracted_files = retracted,
-            "fell back past damaged checkpoints; their epochs are processed again"
-        );
-    }
-    let mut next_epoch = 1;
-    if let Some(Restored { manifest, state }) = restored {
-        pipeline.restore(state)?;
-        source.set_cursor(manifest.cursor);
-        sink.publish(&manifest.staged).map_err(RuntimeError::Sink)?;
-        next_epoch = manifest.epoch + 1;
-    }
+        None => (
+            checkpointer.write_state(start_epoch, &pipeline.snapshot()?)?,
+            source.positions(),
+            source.cursor(),
+            Vec::new(),
+            0,
+        ),
+    };
+    checkpointer.commit(
+        &state,
+        EpochEnd {
+            epoch: start_epoch,
+            positions,
+            cursor,
+            counters: pipeline.counters(),
+            staged: staged.clone(),
+            start: Some(StartRecord { resumed_from }),
+            created_at_ms: now_ms(),
+            state_encode_ms: 0.0,
+        },
+    )?;
+    failpoint("start-committed");
+    sink.publish(&staged).map_err(RuntimeError::Sink)?;
     let cleaned = sink.clean_staging().map_err(RuntimeError::Sink)?;
     if cleaned > 0 {
         tracing::info!(
             files = cleaned,
-            "deleted files staged for epochs that never committed"
+            "deleted files staged by earlier processes for epochs that never committed"
         );
     }
-    Ok(next_epoch)
+    let mut undone = Vec::new();
+    if let Some(range) = restored.and_then(|r| r.manifest.undone()) {
+        undone.push(range);
+    }
+    if resumed_from + 1 < start_epoch {
+        undone.push((resumed_from, start_epoch));
+    }
+    for (after, before) in undone {
+        let listed = checkpointer.files_of(after, before)?;
+        let retracted = sink
+            .retract(after, before, &listed)
+            .map_err(RuntimeError::Sink)?;
+        tracing::warn!(
+            resumed_from = after,
+            undone_epochs = before - after - 1,
+            retracted_files = retracted,
+            "fell back past damaged checkpoints; their epochs are processed again"
+        );
+    }
+    checkpointer.prune()?;
+    Ok(start_epoch + 1)
 }
 
 /// Where a run starts: the first epoch number and the checkpointer, if any.
@@ -439,12 +506,13 @@ fn drive(
     reader: &Reader,
     at: &mut SourceView,
     pipeline: &mut Pipeline,
-    sink: Box<dyn LakeSink>,
+    mut sink: Box<dyn LakeSink>,
     opts: &RunOptions,
     start: Start<'_>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<RunReport, RuntimeError> {
     let started = Instant::now();
+    sink.begin_epoch(start.epoch);
     let mut sink = SinkThread::start(sink);
     let first_epoch = start.epoch;
     let mut epoch = start.epoch;
@@ -465,18 +533,23 @@ fn drive(
             sink.send(pipeline.take_output(true)?)?;
             let staged = sink.ask(|reply| SinkMsg::Prepare(epoch, reply))?;
             failpoint("epoch-staged");
-            if let Some(cp) = start.checkpointer {
+            let staged = if let Some(cp) = start.checkpointer {
                 let t = Instant::now();
                 let state = pipeline.snapshot()?;
                 let state_encode_ms = t.elapsed().as_secs_f64() * 1e3;
+                let state_ref = cp.write_state(epoch, &state)?;
+                failpoint("checkpoint-state-written");
+                // The last moment before the commit: every file it names is there.
+                let staged = sink.ask(|reply| SinkMsg::Verify(staged, reply))?;
                 cp.commit(
-                    &state,
+                    &state_ref,
                     EpochEnd {
                         epoch,
                         positions: at.positions.clone(),
                         cursor: at.cursor,
                         counters: pipeline.counters(),
                         staged: staged.clone(),
+                        start: None,
                         created_at_ms: now_ms(),
                         state_encode_ms,
                     },
@@ -492,7 +565,10 @@ fn drive(
                     "checkpoint committed"
                 );
                 failpoint("checkpoint-committed");
-            }
+                staged
+            } else {
+                staged
+            };
             let n = staged.len() as u64;
             sink.ask(|reply| SinkMsg::Publish(staged, reply))?;
             failpoint("epoch-published");
@@ -540,6 +616,12 @@ fn drive(
             None => {}
         }
         sink.send(pipeline.take_output(false)?)?;
+        if let Some(cp) = start.checkpointer
+            && cp.lease().is_lost()
+        {
+            // The renewal found the lease gone: stop now rather than at the commit.
+            cp.lease().check().map_err(CheckpointError::from)?;
+        }
         if last_commit.elapsed() >= opts.commit_interval {
             files += close_epoch(&mut sink, at, pipeline, epoch)?;
             epoch += 1;

@@ -28,24 +28,46 @@ pub struct StagedFile {
 }
 
 /// Where the processor's output goes.
+///
+/// Life cycle, per epoch: [`begin_epoch`](LakeSink::begin_epoch), any number of
+/// [`write`](LakeSink::write)s, [`prepare_commit`](LakeSink::prepare_commit); the
+/// runtime then commits a checkpoint naming the staged files and calls
+/// [`publish`](LakeSink::publish). At start-up, recovery calls `publish` for the
+/// checkpoint it resumed from, then [`clean_staging`](LakeSink::clean_staging) and
+/// [`retract`](LakeSink::retract) — only after its own start checkpoint has fenced
+/// every earlier process.
 pub trait LakeSink: Send {
+    /// Starts epoch `epoch`: every file written from now on belongs to it and carries
+    /// its number. Called before the first write of each epoch.
+    fn begin_epoch(&mut self, epoch: u64);
+
     /// Takes rows for the current epoch. They may be encoded and uploaded right away,
     /// but into staging only.
     fn write(&mut self, batch: TableBatch) -> Result<(), BoxError>;
 
-    /// Completes every file of the epoch in staging and lists them.
+    /// Completes every file of the epoch `epoch` (the current one) in staging and
+    /// lists them; the next epoch begins.
     fn prepare_commit(&mut self, epoch: u64) -> Result<Vec<StagedFile>, BoxError>;
+
+    /// Errors unless every file is staged and complete (present, with its size): a
+    /// checkpoint never names a file that is not there.
+    fn verify_staged(&mut self, files: &[StagedFile]) -> Result<(), BoxError>;
 
     /// Makes staged files visible at their targets, each atomically. Idempotent: a file
     /// already published (its staged copy gone and its target present) is skipped.
     fn publish(&mut self, files: &[StagedFile]) -> Result<(), BoxError>;
 
-    /// Deletes everything this pipeline has staged: files of epochs whose checkpoint
-    /// never committed. Called at start-up, after re-publishing the last checkpoint.
+    /// Deletes what earlier processes of this pipeline staged (those with an older
+    /// lease generation): files of epochs that never committed, whose records are read
+    /// again. Called at start-up, after re-publishing the last checkpoint and after the
+    /// start checkpoint fenced those processes — they can never commit. Never touches
+    /// the staging of this or a newer generation.
     fn clean_staging(&mut self) -> Result<u64, BoxError>;
 
-    /// Deletes this pipeline's published files of epochs after `epoch`. Used only when
-    /// a newer checkpoint turned out damaged and recovery fell back to `epoch`: its
-    /// records are read again, so the files they made must go.
-    fn retract_after(&mut self, epoch: u64) -> Result<u64, BoxError>;
+    /// Deletes this pipeline's published files of the epochs in `(after, before)` (both
+    /// exclusive): those whose names carry such an epoch, and the `listed` ones (lake
+    /// paths, taken from those epochs' manifests). Used when recovery fell back past
+    /// damaged checkpoints: their records are read again, so the files they made must
+    /// go. Idempotent.
+    fn retract(&mut self, after: u64, before: u64, listed: &[String]) -> Result<u64, BoxError>;
 }

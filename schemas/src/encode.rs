@@ -134,3 +134,136 @@ mod tests {
         assert_eq!(decode(out.as_bytes()).unwrap(), loc);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Decoding is total (any bytes give an event or a reason, never a panic), and
+    //! encoding any valid event decodes back to it.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::decode::decode;
+    use crate::detached::Detached;
+    use crate::event::{Channel, DeliveryType, EventType, Item};
+    use crate::time::{MAX_MS, MIN_MS};
+
+    fn id() -> impl Strategy<Value = String> {
+        // Any text: quotes, backslashes, control characters and non-ASCII included.
+        prop_oneof![any::<String>(), "[a-z0-9\"\\\\\n\u{1}é€😀]{0,8}"]
+    }
+
+    fn item() -> impl Strategy<Value = Item<'static>> {
+        (id(), 1..=i64::MAX, 0..=i64::MAX).prop_map(|(p, qty, price)| Item {
+            product_id: p.into(),
+            qty,
+            unit_price_cents: price,
+        })
+    }
+
+    fn event() -> impl Strategy<Value = Event<'static>> {
+        let kind = prop_oneof![
+            Just(EventType::OrderPlaced),
+            Just(EventType::OrderPickedUp),
+            Just(EventType::OrderDelivered),
+            Just(EventType::OrderCancelled),
+            Just(EventType::RiderLocation),
+        ];
+        let common = (id(), kind, MIN_MS..=MAX_MS, id(), id(), id());
+        let placed = (
+            proptest::option::of(id()),
+            proptest::option::of(prop_oneof![Just(Channel::Online), Just(Channel::InStore)]),
+            proptest::option::of(prop_oneof![
+                Just(DeliveryType::Delivery),
+                Just(DeliveryType::Pickup)
+            ]),
+            any::<i64>(),
+            proptest::collection::vec(item(), 0..3),
+        );
+        let rest = (
+            -90.0..=90.0f64,
+            -180.0..=180.0f64,
+            proptest::option::of(any::<f64>().prop_filter("finite", |v| v.is_finite())),
+            proptest::option::of(id()),
+            proptest::option::of(id()),
+        );
+        (common, placed, rest).prop_map(|((eid, kind, time, order, store, rider), placed, rest)| {
+            let (customer, channel, delivery, total, items) = placed;
+            let (lat, lon, speed, loc_order, reason) = rest;
+            let mut ev = Event::new(eid, kind, time);
+            match kind {
+                EventType::OrderPlaced => {
+                    ev.order_id = Some(order.into());
+                    ev.store_id = Some(store.into());
+                    ev.customer_id = customer.map(Into::into);
+                    ev.channel = channel;
+                    ev.delivery_type = delivery;
+                    ev.total_cents = Some(total);
+                    ev.items = Some(items);
+                }
+                EventType::OrderPickedUp | EventType::OrderDelivered => {
+                    ev.order_id = Some(order.into());
+                    ev.store_id = Some(store.into());
+                    ev.rider_id = Some(rider.into());
+                }
+                EventType::OrderCancelled => {
+                    ev.order_id = Some(order.into());
+                    ev.store_id = Some(store.into());
+                    ev.reason = reason.map(Into::into);
+                }
+                EventType::RiderLocation => {
+                    ev.rider_id = Some(rider.into());
+                    ev.lat = Some(lat);
+                    ev.lon = Some(lon);
+                    ev.speed_mps = speed;
+                    ev.order_id = loc_order.map(Into::into);
+                }
+            }
+            ev
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_valid_event_round_trips(ev in event()) {
+            let mut wire = String::new();
+            encode(&ev, &mut wire);
+            let back = decode(wire.as_bytes());
+            prop_assert_eq!(back.as_ref().ok(), Some(&ev), "{}", wire);
+            // The detached form (how decoded events cross threads) attaches back to it.
+            let detached = Detached::new(back.unwrap(), wire.as_bytes());
+            prop_assert_eq!(detached.attach(wire.as_bytes()), Some(ev));
+        }
+
+        #[test]
+        fn any_bytes_decode_or_give_a_reason(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if let Err(reason) = decode(&bytes) {
+                prop_assert!(!reason.0.is_empty());
+            }
+        }
+
+        #[test]
+        fn damaged_events_never_panic(
+            ev in event(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..6),
+        ) {
+            let mut wire = String::new();
+            encode(&ev, &mut wire);
+            let mut bytes = wire.into_bytes();
+            for (at, byte, op) in edits {
+                let i = at.index(bytes.len() + 1);
+                match op {
+                    0 => bytes.insert(i, byte),
+                    1 if i < bytes.len() => { bytes.remove(i); }
+                    _ if i < bytes.len() => bytes[i] = byte,
+                    _ => bytes.push(byte),
+                }
+            }
+            if let Err(reason) = decode(&bytes) {
+                prop_assert!(!reason.0.is_empty());
+            }
+        }
+    }
+}

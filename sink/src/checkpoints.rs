@@ -16,6 +16,9 @@ use rushhour_processor::checkpoint::CheckpointStore;
 
 use crate::lake::{Lake, LakeError};
 
+/// The directory of a lake that holds its pipelines' checkpoints.
+pub const CHECKPOINTS_DIR: &str = "_checkpoints";
+
 /// Checkpoints under a prefix of an object store.
 pub struct ObjectCheckpointStore {
     store: Arc<dyn ObjectStore>,
@@ -47,6 +50,31 @@ impl ObjectCheckpointStore {
             location: lake.url().to_owned(),
             rt,
         })
+    }
+
+    /// The checkpoints of pipeline `name` in `lake`: `LAKE/_checkpoints/<name>`.
+    pub fn in_lake(lake: &Lake, name: &str) -> Result<ObjectCheckpointStore, LakeError> {
+        Self::from_lake(&lake.child(&format!("{CHECKPOINTS_DIR}/{name}")))
+    }
+
+    /// Names of the pipelines with a checkpoint directory in `lake`.
+    pub fn pipelines(lake: &Lake) -> Result<Vec<String>, BoxError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let prefix = lake.path(CHECKPOINTS_DIR);
+        let listed = match rt.block_on(lake.store().list_with_delimiter(Some(&prefix))) {
+            Ok(listed) => listed,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(Box::new(e)),
+        };
+        let mut names: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// A store over a local directory that already exists (tests).

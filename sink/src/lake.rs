@@ -41,6 +41,15 @@ impl std::fmt::Debug for Lake {
 impl Lake {
     /// Opens (creating if needed) the lake at `url`: a directory path or `file://` URL.
     pub fn open(url: &str) -> Result<Lake, LakeError> {
+        Self::open_with(url, true)
+    }
+
+    /// Opens the lake at `url`, which must exist (for commands that only read).
+    pub fn open_existing(url: &str) -> Result<Lake, LakeError> {
+        Self::open_with(url, false)
+    }
+
+    fn open_with(url: &str, create: bool) -> Result<Lake, LakeError> {
         if url.contains("://") && !url.starts_with("file://") {
             return Err(LakeError::Unsupported(url.to_owned()));
         }
@@ -61,7 +70,11 @@ impl Lake {
             path: dir.to_owned(),
             reason,
         };
-        std::fs::create_dir_all(dir).map_err(|e| local(e.to_string()))?;
+        if create {
+            std::fs::create_dir_all(dir).map_err(|e| local(e.to_string()))?;
+        } else if !std::path::Path::new(dir).is_dir() {
+            return Err(local("no such directory".into()));
+        }
         let canonical = std::fs::canonicalize(dir).map_err(|e| local(e.to_string()))?;
         if !canonical.is_dir() {
             return Err(local("not a directory".into()));
@@ -81,6 +94,17 @@ impl Lake {
             store,
             root,
             url: url.to_owned(),
+        }
+    }
+
+    /// The lake rooted at `relative` inside this one (same store): where a pipeline's
+    /// checkpoints live, `_checkpoints/<name>`.
+    pub fn child(&self, relative: &str) -> Lake {
+        let url = format!("{}/{}", self.url.trim_end_matches('/'), relative);
+        Lake {
+            store: self.store.clone(),
+            root: self.path(relative),
+            url,
         }
     }
 

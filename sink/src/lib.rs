@@ -2,14 +2,18 @@
 //! and then published, so that readers never see a partial or uncommitted file.
 //!
 //! Everything goes through `object_store`, with no local-only shortcut: a file is
-//! streamed (multipart) to `_staging/<pipeline>/<run>/…` and, once complete and committed, moved
+//! streamed (multipart) to `_staging/<pipeline>/g<generation>/…` and, once complete and committed, moved
 //! to its place under `raw/` or `curated/` with one `rename` — an atomic rename on a
 //! local disk, a server-side copy then delete on S3, where an object appears whole or
 //! not at all. Publishing tolerates being repeated, which is what lets a restarted
 //! process finish a half-done publish.
 //!
-//! File names carry the run, the epoch and a sequence number, so two runs never
-//! overwrite each other's files and one epoch's files are easy to find.
+//! File names are `part-<pipeline>.<epoch>-g<generation>-<seq>.parquet`: the epoch has
+//! a fixed width of 20 digits behind a `.`, which a pipeline name cannot contain, so a
+//! file's pipeline and epoch are read back exactly — what retracting an undone epoch
+//! relies on. The generation (the writer's lease generation) keeps two processes'
+//! files apart; staging is kept apart by generation too, so a process deletes only
+//! what fenced, older generations staged.
 
 mod checkpoints;
 mod lake;
@@ -27,7 +31,7 @@ use parquet::schema::types::ColumnPath;
 use rushhour_processor::{BoxError, LakeSink, StagedFile, TableBatch};
 use rushhour_schemas::Table;
 
-pub use checkpoints::ObjectCheckpointStore;
+pub use checkpoints::{CHECKPOINTS_DIR, ObjectCheckpointStore};
 pub use lake::{Lake, LakeError};
 
 /// Errors of the Parquet sink.
@@ -61,6 +65,20 @@ pub enum SinkError {
         /// The target path.
         target: String,
     },
+    /// A file a checkpoint is about to name is not staged, or not complete.
+    #[error("staged file {staged} is {problem}: the epoch cannot be committed")]
+    NotStaged {
+        /// The staged path.
+        staged: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A pipeline name that cannot go into file names.
+    #[error("pipeline name `{0}` cannot be used: use letters, digits, - and _")]
+    BadName(String),
+    /// Rows written before an epoch began, or an epoch committed out of turn (a bug).
+    #[error("sink used out of order: {0}")]
+    OutOfOrder(String),
     /// The async runtime could not start.
     #[error("cannot start the I/O runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -99,9 +117,9 @@ struct OpenFile {
 pub struct ParquetSink {
     lake: Lake,
     rt: tokio::runtime::Runtime,
-    run_id: String,
+    generation: u64,
     pipeline: String,
-    epoch: u64,
+    epoch: Option<u64>,
     seq: u32,
     props: WriterProperties,
     opts: SinkOptions,
@@ -110,14 +128,22 @@ pub struct ParquetSink {
 }
 
 impl ParquetSink {
-    /// A sink into `lake` for the pipeline named `pipeline`; `run_id` goes into file
-    /// names and the staging directory (`_staging/<pipeline>/<run_id>/`).
+    /// A sink into `lake` for the pipeline named `pipeline`, written by the holder of
+    /// lease generation `generation` (it goes into file names and the staging
+    /// directory, `_staging/<pipeline>/g<generation>/`).
     pub fn new(
         lake: Lake,
         pipeline: &str,
-        run_id: &str,
+        generation: u64,
         opts: SinkOptions,
     ) -> Result<ParquetSink, SinkError> {
+        let name_ok = !pipeline.is_empty()
+            && pipeline
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            return Err(SinkError::BadName(pipeline.to_owned()));
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -135,9 +161,9 @@ impl ParquetSink {
         Ok(ParquetSink {
             lake,
             rt,
-            run_id: run_id.to_owned(),
+            generation,
             pipeline: pipeline.to_owned(),
-            epoch: 1,
+            epoch: None,
             seq: 0,
             props,
             opts,
@@ -186,20 +212,21 @@ impl ParquetSink {
     fn write_batch(&mut self, batch: TableBatch) -> Result<(), SinkError> {
         let key = (batch.table, batch.partition.clone());
         if !self.open.contains_key(&key) {
+            let Some(epoch) = self.epoch else {
+                return Err(SinkError::OutOfOrder(
+                    "rows written before an epoch began".into(),
+                ));
+            };
             self.seq += 1;
-            let name = format!(
-                "part-{}-{:06}-{}-{:04}.parquet",
-                self.pipeline, self.epoch, self.run_id, self.seq
-            );
+            let name = file_name(&self.pipeline, epoch, self.generation, self.seq);
             let mut dir = batch.table.dir().to_owned();
             if !batch.partition.is_empty() {
                 dir.push('/');
                 dir.push_str(&batch.partition);
             }
-            let staged = self.lake.path(&format!(
-                "_staging/{}/{}/{dir}/{name}",
-                self.pipeline, self.run_id
-            ));
+            let staged = self
+                .lake
+                .path(&format!("{}/{dir}/{name}", self.staging_dir()));
             let target = self.lake.path(&format!("{dir}/{name}"));
             let out = BufWriter::new(self.store(), staged.clone());
             let writer =
@@ -252,30 +279,50 @@ impl ParquetSink {
             })
     }
 
-    /// Deletes this pipeline's published files of epochs after `epoch` (their names
-    /// carry the pipeline and the epoch).
-    fn delete_published_after(&mut self, epoch: u64) -> Result<u64, SinkError> {
-        let store = self.store();
-        let own = format!("part-{}-", self.pipeline);
+    /// This process's staging directory, lake-relative.
+    fn staging_dir(&self) -> String {
+        format!(
+            "_staging/{}/{}",
+            self.pipeline,
+            generation_dir(self.generation)
+        )
+    }
+
+    fn delete(&self, path: &Path) -> Result<bool, SinkError> {
+        match self.rt.block_on(self.store().delete(path)) {
+            Ok(()) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(SinkError::Store {
+                op: "delete",
+                path: path.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Deletes this pipeline's published files of the epochs in `(after, before)`:
+    /// those named with such an epoch, and the `listed` ones.
+    fn retract_epochs(
+        &mut self,
+        after: u64,
+        before: u64,
+        listed: &[String],
+    ) -> Result<u64, SinkError> {
         let mut deleted = 0;
+        for target in listed {
+            let in_lake = target.starts_with("raw/") || target.starts_with("curated/");
+            if in_lake && self.delete(&self.lake.path(target))? {
+                deleted += 1;
+            }
+        }
         for table in Table::ALL {
             for meta in self.list_under(table.dir())? {
-                let Some(name) = meta.location.filename() else {
-                    continue;
-                };
-                let later = name
-                    .strip_prefix(&own)
-                    .and_then(|rest| rest.get(..6))
-                    .and_then(|e| e.parse::<u64>().ok())
-                    .is_some_and(|e| e > epoch);
-                if later {
-                    self.rt
-                        .block_on(store.delete(&meta.location))
-                        .map_err(|source| SinkError::Store {
-                            op: "delete",
-                            path: meta.location.to_string(),
-                            source,
-                        })?;
+                let undone = meta
+                    .location
+                    .filename()
+                    .and_then(|name| file_epoch(name, &self.pipeline))
+                    .is_some_and(|e| e > after && e < before);
+                if undone && self.delete(&meta.location)? {
                     deleted += 1;
                 }
             }
@@ -283,23 +330,52 @@ impl ParquetSink {
         Ok(deleted)
     }
 
-    /// Deletes everything under this pipeline's staging directory.
+    /// Deletes what older generations of this pipeline staged.
     fn delete_staged(&mut self) -> Result<u64, SinkError> {
-        let store = self.store();
+        let root = self.lake.path(&format!("_staging/{}", self.pipeline));
         let listed = self.list_under(&format!("_staging/{}", self.pipeline))?;
+        let mut deleted = 0;
         for meta in &listed {
-            match self.rt.block_on(store.delete(&meta.location)) {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            let older = meta
+                .location
+                .prefix_match(&root)
+                .and_then(|mut parts| parts.next())
+                .and_then(|dir| parse_generation_dir(dir.as_ref()))
+                .is_some_and(|g| g < self.generation);
+            if older && self.delete(&meta.location)? {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn verify(&mut self, files: &[StagedFile]) -> Result<(), SinkError> {
+        for f in files {
+            let staged = self.lake.path(&f.staged);
+            match self.rt.block_on(self.store().head(&staged)) {
+                Ok(meta) if meta.size == f.bytes => {}
+                Ok(meta) => {
+                    return Err(SinkError::NotStaged {
+                        staged: f.staged.clone(),
+                        problem: format!("{} bytes, not {}", meta.size, f.bytes),
+                    });
+                }
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(SinkError::NotStaged {
+                        staged: f.staged.clone(),
+                        problem: "gone".into(),
+                    });
+                }
                 Err(source) => {
                     return Err(SinkError::Store {
-                        op: "delete",
-                        path: meta.location.to_string(),
+                        op: "stat",
+                        path: f.staged.clone(),
                         source,
                     });
                 }
             }
         }
-        Ok(listed.len() as u64)
+        Ok(())
     }
 
     fn publish_files(&mut self, files: &[StagedFile]) -> Result<(), SinkError> {
@@ -345,16 +421,30 @@ impl ParquetSink {
 }
 
 impl LakeSink for ParquetSink {
+    fn begin_epoch(&mut self, epoch: u64) {
+        self.epoch = Some(epoch);
+    }
+
     fn write(&mut self, batch: TableBatch) -> Result<(), BoxError> {
         Ok(self.write_batch(batch)?)
     }
 
     fn prepare_commit(&mut self, epoch: u64) -> Result<Vec<StagedFile>, BoxError> {
+        if self.epoch != Some(epoch) {
+            return Err(Box::new(SinkError::OutOfOrder(format!(
+                "epoch {epoch} committed while epoch {:?} is open",
+                self.epoch
+            ))));
+        }
         for (_, file) in std::mem::take(&mut self.open) {
             self.close_file(file)?;
         }
-        self.epoch = epoch + 1;
+        self.epoch = Some(epoch + 1);
         Ok(std::mem::take(&mut self.closed))
+    }
+
+    fn verify_staged(&mut self, files: &[StagedFile]) -> Result<(), BoxError> {
+        Ok(self.verify(files)?)
     }
 
     fn publish(&mut self, files: &[StagedFile]) -> Result<(), BoxError> {
@@ -365,9 +455,40 @@ impl LakeSink for ParquetSink {
         Ok(self.delete_staged()?)
     }
 
-    fn retract_after(&mut self, epoch: u64) -> Result<u64, BoxError> {
-        Ok(self.delete_published_after(epoch)?)
+    fn retract(&mut self, after: u64, before: u64, listed: &[String]) -> Result<u64, BoxError> {
+        Ok(self.retract_epochs(after, before, listed)?)
     }
+}
+
+/// The name of a lake file: `part-<pipeline>.<epoch:020>-g<generation>-<seq:04>.parquet`.
+pub fn file_name(pipeline: &str, epoch: u64, generation: u64, seq: u32) -> String {
+    format!("part-{pipeline}.{epoch:020}-g{generation}-{seq:04}.parquet")
+}
+
+/// The epoch of a lake file of `pipeline` (see [`file_name`]); `None` for files of
+/// other pipelines or of other layouts.
+pub fn file_epoch(name: &str, pipeline: &str) -> Option<u64> {
+    let (owner, rest) = name.strip_prefix("part-")?.split_once('.')?;
+    if owner != pipeline {
+        return None;
+    }
+    let digits = rest.get(..20)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || !rest[20..].starts_with("-g") {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn generation_dir(generation: u64) -> String {
+    format!("g{generation:020}")
+}
+
+fn parse_generation_dir(dir: &str) -> Option<u64> {
+    let digits = dir.strip_prefix('g')?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 #[cfg(test)]

@@ -103,6 +103,9 @@ pub fn run(args: &DemoArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         checkpoint_interval: Duration::from_secs(10),
         retain_checkpoints: 3,
         name: Some("demo".into()),
+        lease_ttl: Duration::from_secs(30),
+        wait_for_lease: false,
+        max_future: None,
         quiet: false,
     };
     eprintln!("2/3 processing into the lake {lake} …");

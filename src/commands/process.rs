@@ -4,9 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
+use rushhour_processor::checkpoint::CheckpointError;
+use rushhour_processor::lease::PIPELINE_SCOPE;
 use rushhour_processor::source::{SourceOptions, open_source};
 use rushhour_processor::{
-    Checkpointer, Pipeline, PipelineConfig, RunOptions, RunReport, Start, recover,
+    CheckpointStore, Checkpointer, Holder, Lease, LeaseKeeper, LeaseOptions, Pipeline,
+    PipelineConfig, RecoveryPoint, RunOptions, RunReport, RuntimeError, Start, recover,
     run as run_pipeline,
 };
 use rushhour_schemas::Endpoint;
@@ -38,74 +41,146 @@ pub fn default_name(source: &str) -> String {
     )
 }
 
+/// How many times start-up recovery is tried again when a paused process that lost
+/// its lease commits a checkpoint while this one starts (each try fences it further).
+const RECOVERY_TRIES: usize = 5;
+
 /// Runs the processor; returns its report (the caller prints the summary).
 pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<RunReport> {
     if args.checkpoint_interval.is_zero() {
         bail!("--checkpoint-interval must be more than zero");
     }
+    if args.lease_ttl < std::time::Duration::from_millis(100) {
+        bail!("--lease-ttl must be at least 100ms");
+    }
     let lake = Lake::open(&args.lake)?;
-    let run_id = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis()
-    );
     // stdin cannot be read again, so each run over it is a pipeline of its own.
     let name = match (&args.name, &args.from) {
         (Some(name), _) => name.clone(),
-        (None, Endpoint::Stdio) => format!("stdin-{run_id}"),
+        (None, Endpoint::Stdio) => format!(
+            "stdin-{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis()
+        ),
         (None, from) => default_name(&from.to_string()),
     };
-    let checkpoint_url = match &args.checkpoint {
-        Some(url) => url.clone(),
-        None => format!("{}/_checkpoints/{name}", lake.url()),
+    let store: Arc<dyn CheckpointStore> = Arc::new(match &args.checkpoint {
+        Some(url) => ObjectCheckpointStore::open(url)
+            .with_context(|| format!("cannot open the checkpoint directory {url}"))?,
+        None => ObjectCheckpointStore::in_lake(&lake, &name)?,
+    });
+    let lease_opts = LeaseOptions {
+        ttl: args.lease_ttl,
+        wait: args.wait_for_lease,
+        ..LeaseOptions::default()
     };
-    let store = ObjectCheckpointStore::open(&checkpoint_url)
-        .with_context(|| format!("cannot open the checkpoint directory {checkpoint_url}"))?;
+    let mut told = false;
+    let lease = Arc::new(Lease::acquire(
+        store.clone(),
+        PIPELINE_SCOPE,
+        Holder::this_process(),
+        &lease_opts,
+        stop,
+        &mut |holder| {
+            if !std::mem::replace(&mut told, true) {
+                tracing::warn!(holder = %holder.describe(), "waiting for the pipeline's lease");
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!(
+                        "waiting for the lease of pipeline {name}, held by {}",
+                        holder.describe()
+                    );
+                }
+            }
+        },
+    )?);
+    let keeper = LeaseKeeper::start(lease.clone()).context("cannot start the lease renewal")?;
     let source_name = args.from.to_string();
     let checkpointer = Checkpointer::new(
-        Box::new(store),
+        store,
+        lease.clone(),
         &name,
         &source_name,
         args.retain_checkpoints as usize,
     );
-    let restored = checkpointer.latest()?;
-    if let Some(r) = &restored {
-        tracing::info!(epoch = r.manifest.epoch, "resuming from checkpoint");
-    }
+    let cfg = PipelineConfig {
+        lateness_ms: ms(args.lateness)?,
+        order_ttl_ms: ms(args.order_ttl)?,
+        max_future_ms: args.max_future.map(ms).transpose()?,
+        ..PipelineConfig::default()
+    };
     let source_opts = SourceOptions {
         until_end: args.until_end,
         idle_timeout: args.idle_timeout,
         ..Default::default()
     };
-    let positions = restored.as_ref().map(|r| r.manifest.positions.as_slice());
-    let mut source = open_source(&args.from, &source_opts, positions)
-        .with_context(|| format!("cannot open {}", args.from))?;
-    let mut sink = ParquetSink::new(lake, &name, &run_id, SinkOptions::default())?;
-    let cfg = PipelineConfig {
-        lateness_ms: ms(args.lateness)?,
-        order_ttl_ms: ms(args.order_ttl)?,
-        ..PipelineConfig::default()
+    let mut tries = 0;
+    let (source, mut pipeline, sink, epoch) = loop {
+        let point = match checkpointer.recovery_point() {
+            Ok(point) => point,
+            Err(e @ CheckpointError::Version { .. }) => {
+                bail!(
+                    "{e}.\n{}",
+                    start_over_steps(&checkpointer, &lake, &name, true)
+                );
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if point.restored.is_none()
+            && let Some(newest) = point.newest
+        {
+            bail!(no_usable_checkpoint(
+                &checkpointer,
+                &lake,
+                &name,
+                newest,
+                &point
+            ));
+        }
+        if let Some(r) = &point.restored {
+            tracing::info!(epoch = r.manifest.epoch, "resuming from checkpoint");
+        }
+        let positions = point
+            .restored
+            .as_ref()
+            .map(|r| r.manifest.positions.as_slice());
+        let mut source = open_source(&args.from, &source_opts, positions)
+            .with_context(|| format!("cannot open {}", args.from))?;
+        let mut sink = ParquetSink::new(
+            lake.clone(),
+            &name,
+            lease.generation(),
+            SinkOptions::default(),
+        )?;
+        let mut pipeline = Pipeline::new(
+            cfg.clone(),
+            source.name(),
+            source.partitions(),
+            source.position_style(),
+        );
+        match recover(
+            &checkpointer,
+            &point,
+            &mut pipeline,
+            source.as_mut(),
+            &mut sink,
+        ) {
+            Ok(epoch) => break (source, pipeline, sink, epoch),
+            Err(RuntimeError::Checkpoint(CheckpointError::Fenced { name: taken, .. }))
+                if tries < RECOVERY_TRIES =>
+            {
+                tries += 1;
+                tracing::warn!(checkpoint = %taken, "a paused earlier process committed while this one started; recovering again");
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "recovering from the checkpoint in {}",
+                    checkpointer.location()
+                )));
+            }
+        }
     };
-    let mut pipeline = Pipeline::new(
-        cfg,
-        source.name(),
-        source.partitions(),
-        source.position_style(),
-    );
-    let epoch = recover(
-        &checkpointer,
-        restored.as_ref(),
-        &mut pipeline,
-        source.as_mut(),
-        &mut sink,
-    )
-    .with_context(|| {
-        format!(
-            "recovering from the checkpoint in {}",
-            checkpointer.location()
-        )
-    })?;
     let opts = RunOptions {
         commit_interval: args.checkpoint_interval,
         stop: stop.clone(),
@@ -127,7 +202,60 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
         },
     );
     bar.finish_and_clear();
-    Ok(report?)
+    drop(keeper);
+    let report = report?;
+    // A clean stop: the next process need not wait for the expiry.
+    if let Err(e) = lease.release() {
+        tracing::warn!(error = %e, "cannot release the lease; the next start waits for its expiry");
+    }
+    Ok(report)
+}
+
+/// The error when checkpoints exist but none can be resumed from: what is wrong, and
+/// the exact steps to start the pipeline over.
+fn no_usable_checkpoint(
+    checkpointer: &Checkpointer,
+    lake: &Lake,
+    name: &str,
+    newest: u64,
+    point: &RecoveryPoint,
+) -> String {
+    let mut text = format!(
+        "no usable checkpoint in {} (the newest is epoch {newest}); refusing to guess where pipeline {name} stood.\n",
+        checkpointer.location()
+    );
+    for (epoch, why) in &point.skipped {
+        text.push_str(&format!("  epoch {epoch}: {why}\n"));
+    }
+    text.push_str(&start_over_steps(checkpointer, lake, name, false));
+    text
+}
+
+/// How to start a pipeline over from the beginning of its source, by hand. With
+/// `older_layout`, the files of builds before checkpoint format 4 (named
+/// `part-<name>-<epoch:06>-<run>-<seq>.parquet`) are matched too.
+fn start_over_steps(
+    checkpointer: &Checkpointer,
+    lake: &Lake,
+    name: &str,
+    older_layout: bool,
+) -> String {
+    let location = checkpointer.location();
+    let lake = lake.url();
+    let files = if older_layout {
+        format!(
+            "\\( -name 'part-{name}.*' -o -name 'part-{name}-[0-9][0-9][0-9][0-9][0-9][0-9]-*' \\)"
+        )
+    } else {
+        format!("-name 'part-{name}.*'")
+    };
+    format!(
+        "To start pipeline {name} over from the beginning of its source:\n  \
+         1. stop every process of the pipeline (`rushhour checkpoints --lake {lake} --checkpoint {location}` names the lease holder);\n  \
+         2. move its checkpoints away: mv {location} {location}.old\n  \
+         3. delete its files from the lake: find {lake}/raw {lake}/curated {files} -delete\n  \
+         4. run the same `rushhour process` command again."
+    )
 }
 
 /// The JSON summary line of CONTRACT §5, keys in the contract's order.

@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
+mod ownership;
 mod recovery;
 
 fn bin() -> Command {
@@ -722,4 +723,62 @@ fn stdin_runs_are_independent_and_files_resume() {
         query_json(&lake2, "SELECT count(*) AS n FROM raw_events")[0]["n"],
         15
     );
+}
+
+#[test]
+fn max_future_keeps_a_broken_clock_from_moving_the_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let ping = |id: &str, time: &str| {
+        format!(
+            r#"{{"event_id":"{id}","event_type":"rider_location","event_time":"{time}","rider_id":"r1","lat":1,"lon":2}}"#
+        )
+    };
+    let mut lines = vec![
+        ping("a", "2026-11-21T12:00:00Z"),
+        ping("broken", "9999-12-31T23:59:59.999Z"),
+    ];
+    for (k, s) in ["10", "20", "30", "40"].iter().enumerate() {
+        lines.push(ping(&format!("b{k}"), &format!("2026-11-21T12:00:{s}Z")));
+    }
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let from = format!("file:{}", input.display());
+    let run_with = |lake: &str, extra: &[&str]| {
+        let lake = dir.path().join(lake);
+        let mut args = vec![
+            "process",
+            "--from",
+            &from,
+            "--lake",
+            lake.to_str().unwrap(),
+            "--until-end",
+            "--quiet",
+        ];
+        args.extend(extra);
+        (summary(&ok(&args)), lake)
+    };
+    // The contract's default: the 9999 event is accepted and everything after is late.
+    let (s, _) = run_with("plain", &[]);
+    assert_eq!(
+        (s["accepted"].as_u64(), s["late"].as_u64()),
+        (Some(2), Some(4))
+    );
+    // With --max-future it goes to the dead letter, saying why.
+    let (s, lake) = run_with("guarded", &["--max-future", "1h"]);
+    assert_eq!(
+        (
+            s["accepted"].as_u64(),
+            s["late"].as_u64(),
+            s["invalid"].as_u64()
+        ),
+        (Some(5), Some(0), Some(1))
+    );
+    let dead = query_json(&lake, "SELECT error, position FROM dead_letter");
+    assert_eq!(dead.len(), 1);
+    let error = dead[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("more than 1h ahead of the wall clock") && error.contains("--max-future"),
+        "{error}"
+    );
+    assert_eq!(dead[0]["position"], "2");
 }

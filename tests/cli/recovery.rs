@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::{bin, files_under, ok, query_csv, stdout, summary};
 
 /// Every table, row for row, with the columns that do not depend on wall-clock time.
-fn lake_fingerprint(lake: &Path) -> Vec<String> {
+pub(crate) fn lake_fingerprint(lake: &Path) -> Vec<String> {
     let queries = [
         "SELECT event_id, event_type, event_time, order_id, store_id, rider_id, total_cents, lat, lon, is_late, source, position FROM raw_events ORDER BY event_id, is_late, position",
         "SELECT raw_bytes, error, source, position FROM dead_letter ORDER BY position",
@@ -22,7 +22,7 @@ fn lake_fingerprint(lake: &Path) -> Vec<String> {
     queries.iter().map(|q| query_csv(lake, q)).collect()
 }
 
-fn process_args<'a>(from: &'a str, lake: &'a str) -> Vec<&'a str> {
+pub(crate) fn process_args<'a>(from: &'a str, lake: &'a str) -> Vec<&'a str> {
     vec![
         "process",
         "--from",
@@ -37,7 +37,7 @@ fn process_args<'a>(from: &'a str, lake: &'a str) -> Vec<&'a str> {
 }
 
 /// A small deterministic pseudo-random sequence (no clock, no global state).
-fn delays(seed: u64, n: usize, max_ms: u64) -> Vec<u64> {
+pub(crate) fn delays(seed: u64, n: usize, max_ms: u64) -> Vec<u64> {
     let mut x = seed;
     (0..n)
         .map(|_| {
@@ -66,7 +66,7 @@ fn run_with_kills(from: &str, lake: &Path, kills: &[u64]) -> serde_json::Value {
     summary(&ok(&process_args(from, lake_s)))
 }
 
-fn assert_no_partial_files(lake: &Path) {
+pub(crate) fn assert_no_partial_files(lake: &Path) {
     for f in files_under(lake) {
         let rel = f.strip_prefix(lake).unwrap().to_string_lossy().into_owned();
         if rel.starts_with("raw/") || rel.starts_with("curated/") {
@@ -186,6 +186,7 @@ fn a_crash_at_every_step_of_the_commit_protocol_is_recovered() {
     let reference = dir.path().join("reference");
     let want = summary(&ok(&process_args(&from, reference.to_str().unwrap())));
     for point in [
+        "start-committed",
         "epoch-staged",
         "checkpoint-state-written",
         "checkpoint-committed",
@@ -194,18 +195,25 @@ fn a_crash_at_every_step_of_the_commit_protocol_is_recovered() {
     ] {
         let lake = dir.path().join(point);
         let lake_s = lake.to_str().unwrap();
-        // Each run aborts at the point once it is reached (after some epochs).
+        // Each run aborts at the point once it is reached (after some epochs). The point
+        // must be reached: a renamed or unreachable failpoint fails the test.
+        let mut fired = 0;
         for _ in 0..3 {
             let o = Command::new(env!("CARGO_BIN_EXE_rushhour"))
                 .args(process_args(&from, lake_s))
                 .env("RUSHHOUR_FAILPOINT", point)
                 .output()
                 .unwrap();
-            assert!(
-                !o.status.success() || stdout(&o).contains("\"read\""),
-                "{point}"
-            );
+            let reached =
+                String::from_utf8_lossy(&o.stderr).contains(&format!("failpoint {point} reached"));
+            if reached {
+                fired += 1;
+                assert!(!o.status.success(), "{point}: reached but not aborted");
+            } else {
+                assert!(stdout(&o).contains("\"read\""), "{point}: {o:?}");
+            }
         }
+        assert!(fired > 0, "failpoint {point} never fired");
         let got = summary(&ok(&process_args(&from, lake_s)));
         assert_eq!(got, want, "{point}");
         assert_no_partial_files(&lake);
@@ -257,17 +265,6 @@ fn corrupt_and_foreign_checkpoints() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(lake_fingerprint(&lake), reference);
-    // Every checkpoint damaged: stop with a clear error rather than redo into the lake.
-    for m in files_under(&cp)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("manifest-"))
-    {
-        std::fs::write(&m, b"{").unwrap();
-    }
-    let o = bin().args(&args).output().unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(err.contains("no checkpoint there is readable"), "{err}");
     // Another source with the same checkpoint is refused with a clear message.
     let other = dir.path().join("other.jsonl");
     std::fs::write(&other, "").unwrap();
@@ -278,8 +275,108 @@ fn corrupt_and_foreign_checkpoints() {
     let o = bin().args(&foreign).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("cannot be used"),
+        String::from_utf8_lossy(&o.stderr).contains("cannot be used: it belongs to pipeline"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // Every checkpoint damaged: stop with a clear error rather than redo into the lake.
+    for m in files_under(&cp)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("manifest-"))
+    {
+        std::fs::write(&m, b"{").unwrap();
+    }
+    let o = bin().args(&args).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("no usable checkpoint"), "{err}");
+}
+
+/// The states named by the manifests of lease generation `generation` in `cp`.
+fn states_of_generation(cp: &Path, generation: u64) -> Vec<std::path::PathBuf> {
+    files_under(cp)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("manifest-")
+        })
+        .filter_map(|p| {
+            let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).ok()?;
+            (m["generation"] == generation).then(|| cp.join(m["state"].as_str().unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_fallback_to_before_a_resumed_run_is_exact() {
+    // Issue 7's second reproduction: a resumed run named its first epoch's files as
+    // epoch 1, so falling back past damaged checkpoints to before it kept them and the
+    // epoch was processed twice.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    ok(&[
+        "generate",
+        "--to",
+        &format!("file:{}", input.display()),
+        "--orders",
+        "3000",
+        "--seed",
+        "21",
+        "--disorder",
+        "2s",
+        "--duplicate-fraction",
+        "0.01",
+    ]);
+    let from = format!("file:{}", input.display());
+    let reference = dir.path().join("reference");
+    let want = summary(&ok(&process_args(&from, reference.to_str().unwrap())));
+    for (k, (first, second)) in [(300, 300), (250, 500), (500, 120)].into_iter().enumerate() {
+        let lake = dir.path().join(format!("lake{k}"));
+        let lake_s = lake.to_str().unwrap();
+        let mut args = process_args(&from, lake_s);
+        args.extend(["--retain-checkpoints", "1000"]);
+        for ms in [first, second] {
+            let mut child = bin()
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(ms));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Damage every state the second (resumed) process committed, including the one
+        // its start checkpoint names (the first process's last): recovery falls back to
+        // the first process's epoch before that, undoing everything after it.
+        let cp = files_under(&lake)
+            .into_iter()
+            .find(|p| p.to_string_lossy().contains("/_checkpoints/"))
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap();
+        let damaged = states_of_generation(&cp, 2);
+        for state in &damaged {
+            if state.exists() {
+                let bytes = std::fs::read(state).unwrap();
+                std::fs::write(state, &bytes[..bytes.len() / 2]).unwrap();
+            }
+        }
+        let o = ok(&args);
+        assert_eq!(summary(&o), want, "case {k}");
+        if !damaged.is_empty() {
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("fell back past damaged"),
+                "case {k}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        assert_no_partial_files(&lake);
+        assert_eq!(
+            lake_fingerprint(&lake),
+            lake_fingerprint(&reference),
+            "case {k}"
+        );
+    }
 }

@@ -8,5 +8,6 @@
 )]
 
 mod golden;
+mod runtime;
 mod stream_equals_batch;
 mod util;
