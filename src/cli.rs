@@ -109,10 +109,36 @@ fn parse_time(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("`{text}` is not an RFC 3339 time like 2026-11-20T12:00:00Z"))
 }
 
+/// Compression of the batches a Kafka sink sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KafkaCompression {
+    /// LZ4: cheap, the usual choice at high rates.
+    Lz4,
+    /// zstd: smaller, a little more CPU.
+    Zstd,
+    /// Uncompressed.
+    None,
+}
+
+impl KafkaCompression {
+    /// The sink options of a `--partitions` and `--compression` pair.
+    pub fn sink_options(self, partitions: Option<u32>) -> rushhour_producer::SinkOptions {
+        use rushhour_producer::sink::kafka::Compression;
+        rushhour_producer::SinkOptions {
+            partitions,
+            compression: match self {
+                KafkaCompression::Lz4 => Compression::Lz4,
+                KafkaCompression::Zstd => Compression::Zstd,
+                KafkaCompression::None => Compression::None,
+            },
+        }
+    }
+}
+
 /// `rushhour generate`
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Where to write: file:PATH, file:- (stdout) or log:DIR.
+    /// Where to write: file:PATH, file:- (stdout), log:DIR or kafka://HOST:PORT/TOPIC.
     #[arg(long, value_parser = parse_endpoint)]
     pub to: Endpoint,
     /// Stop after this many orders have been placed (their lifecycles complete).
@@ -128,9 +154,13 @@ pub struct GenerateArgs {
     /// Seed of the simulation: the same seed gives the same events, byte for byte.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Partitions of a log: sink created by this run.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub partitions: u32,
+    /// Partitions of a stream this run creates: a new log: (default 4), or a Kafka topic
+    /// that does not exist yet (without --partitions a missing topic is an error).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: Option<u32>,
+    /// Compression of Kafka batches.
+    #[arg(long, value_enum, default_value_t = KafkaCompression::Lz4)]
+    pub compression: KafkaCompression,
     /// Simulated start time (event time of the first events).
     #[arg(long, value_parser = parse_time, default_value = "2026-11-20T11:30:00Z")]
     pub start: i64,
@@ -163,7 +193,7 @@ pub struct GenerateArgs {
 /// `rushhour process`
 #[derive(Debug, Args)]
 pub struct ProcessArgs {
-    /// Where to read: file:PATH, file:- (stdin) or log:DIR.
+    /// Where to read: file:PATH, file:- (stdin), log:DIR or kafka://HOST:PORT/TOPIC.
     #[arg(long, value_parser = parse_endpoint)]
     pub from: Endpoint,
     /// The lake: a local directory (created if missing).
@@ -212,9 +242,44 @@ pub struct ProcessArgs {
     /// default (the contract's answer); 1h is a sane setting.
     #[arg(long, value_parser = parse_duration)]
     pub max_future: Option<Duration>,
+    /// Kafka: the consumer group (default: the pipeline's name). Start more processes
+    /// with the same group and lake to share the topic's partitions.
+    #[arg(long, value_parser = parse_name)]
+    pub group: Option<String>,
+    /// Kafka: where a partition no checkpoint holds starts, for a new pipeline.
+    #[arg(long, value_enum, default_value_t = StartAt::Earliest)]
+    pub start: StartAt,
+    /// Kafka: a member silent this long is dropped from the group and its partitions
+    /// go to the others.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub session_timeout: Duration,
+    /// Kafka: how the group shares partitions out. `range` (eager) revokes everything
+    /// on each rebalance; `cooperative-sticky` moves only what must move. Either way a
+    /// partition handed to a new member while an old one still reads it (a zombie) is
+    /// fenced: the old member stops, publishing nothing more.
+    #[arg(long, value_enum, default_value_t = Assignor::Range)]
+    pub assignor: Assignor,
     /// No progress display.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `--start` of a Kafka source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartAt {
+    /// The first record the topic still has.
+    Earliest,
+    /// Only what is produced from now on.
+    Latest,
+}
+
+/// `--assignor` of a Kafka source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Assignor {
+    /// Eager rebalances: every member gives everything up each time.
+    Range,
+    /// Incremental rebalances: only partitions that move are revoked.
+    CooperativeSticky,
 }
 
 /// How fast `rushhour replay` goes.
@@ -244,7 +309,7 @@ pub struct ReplayArgs {
     /// The lake directory to read raw events from.
     #[arg(long)]
     pub lake: String,
-    /// Where to write: file:PATH, file:- (stdout) or log:DIR.
+    /// Where to write: file:PATH, file:- (stdout), log:DIR or kafka://HOST:PORT/TOPIC.
     #[arg(long, value_parser = parse_endpoint)]
     pub to: Endpoint,
     /// Replay events with event time at or after this RFC 3339 time.
@@ -256,9 +321,13 @@ pub struct ReplayArgs {
     /// `max`, or a factor of event time per wall-clock time (1 = as it happened, 60 = an hour a minute).
     #[arg(long, value_parser = parse_speed, default_value = "max")]
     pub speed: Speed,
-    /// Partitions of a log: sink created by this run.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub partitions: u32,
+    /// Partitions of a stream this run creates: a new log: (default 4), or a Kafka topic
+    /// that does not exist yet (without --partitions a missing topic is an error).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: Option<u32>,
+    /// Compression of Kafka batches.
+    #[arg(long, value_enum, default_value_t = KafkaCompression::Lz4)]
+    pub compression: KafkaCompression,
 }
 
 /// Output formats of `rushhour query`.

@@ -62,7 +62,14 @@ fn bench(c: &mut Criterion) {
     let batches = source_batches(&lines, 4096);
     g.bench_function("pipeline", |b| {
         b.iter_batched(
-            || Pipeline::new(PipelineConfig::default(), "bench", 1, PositionStyle::Line),
+            || {
+                Pipeline::holding(
+                    PipelineConfig::default(),
+                    "bench",
+                    PositionStyle::Line,
+                    0..1,
+                )
+            },
             |mut p| {
                 for batch in &batches {
                     p.process_batch(batch, 0).unwrap();
@@ -76,7 +83,12 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    let mut p = Pipeline::new(PipelineConfig::default(), "bench", 1, PositionStyle::Line);
+    let mut p = Pipeline::holding(
+        PipelineConfig::default(),
+        "bench",
+        PositionStyle::Line,
+        0..1,
+    );
     let mut outputs = Vec::new();
     for batch in &batches {
         p.process_batch(batch, 0).unwrap();
@@ -112,11 +124,11 @@ fn bench(c: &mut Criterion) {
 fn checkpoint(c: &mut Criterion) {
     const ORDERS: usize = 1_000_000;
     let fresh = || {
-        Pipeline::new(
+        Pipeline::holding(
             PipelineConfig::default(),
             "bench",
-            4,
             PositionStyle::PartitionOffset,
+            0..4,
         )
     };
     let mut p = fresh();

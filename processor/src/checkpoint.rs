@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::lease::{Lease, LeaseError};
 use crate::pipeline::Counters;
 use crate::sink::{BoxError, StagedFile};
+use crate::source::Positions;
 
 /// Format name in every manifest.
 pub const FORMAT: &str = "rushhour-checkpoint";
@@ -147,7 +148,7 @@ pub struct Manifest {
     /// Its CRC-32.
     pub state_crc32: u32,
     /// Source positions, by partition.
-    pub positions: Vec<String>,
+    pub positions: Positions,
     /// The source's turn cursor (which partition it reads next).
     pub cursor: u32,
     /// Counters at the checkpoint (also inside the state; here for people).
@@ -272,7 +273,7 @@ pub struct EpochEnd {
     /// The epoch.
     pub epoch: u64,
     /// Source positions, by partition.
-    pub positions: Vec<String>,
+    pub positions: Positions,
     /// The source's turn cursor.
     pub cursor: u32,
     /// Counters so far.
@@ -407,33 +408,77 @@ pub fn inspect(
     Ok(out)
 }
 
-/// Writes, finds and prunes the checkpoints of one pipeline, as the holder of its
-/// lease.
+/// What entitles a process to commit: the pipeline's [`Lease`], or, for a member of a
+/// consumer group, its claims on the partitions it holds
+/// ([`Member`](crate::group::Member)).
+pub trait Fence: Send + Sync {
+    /// The fencing token stamped on this writer's state objects and files.
+    fn generation(&self) -> u64;
+    /// Errors unless this process may still commit.
+    fn check(&self) -> Result<(), CheckpointError>;
+    /// Whether it is already known (without asking the store) that it may not.
+    fn is_lost(&self) -> bool {
+        false
+    }
+}
+
+impl Fence for Lease {
+    fn generation(&self) -> u64 {
+        Lease::generation(self)
+    }
+    fn check(&self) -> Result<(), CheckpointError> {
+        Ok(Lease::check(self)?)
+    }
+    fn is_lost(&self) -> bool {
+        Lease::is_lost(self)
+    }
+}
+
+/// Writes, finds and prunes the checkpoints of one chain: a pipeline's, written by
+/// the holder of its lease, or one consumer-group member's (names behind a prefix).
 pub struct Checkpointer {
     store: Arc<dyn CheckpointStore>,
-    lease: Arc<Lease>,
+    fence: Arc<dyn Fence>,
+    prefix: String,
     pipeline: String,
     source: String,
     retain: usize,
 }
 
 impl Checkpointer {
-    /// Checkpoints of `pipeline` reading `source` in `store`, written under `lease`,
+    /// Checkpoints of `pipeline` reading `source` in `store`, written under `fence`,
     /// keeping the newest `retain` (≥ 1).
     pub fn new(
         store: Arc<dyn CheckpointStore>,
-        lease: Arc<Lease>,
+        fence: Arc<dyn Fence>,
         pipeline: &str,
         source: &str,
         retain: usize,
     ) -> Self {
         Checkpointer {
             store,
-            lease,
+            fence,
+            prefix: String::new(),
             pipeline: pipeline.to_owned(),
             source: source.to_owned(),
             retain: retain.max(1),
         }
+    }
+
+    /// The same, for a chain whose object names start with `prefix`.
+    pub fn with_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
+    }
+
+    /// The name of this chain's manifest of `epoch`.
+    pub fn manifest_name(&self, epoch: u64) -> String {
+        format!("{}{}", self.prefix, manifest_name(epoch))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn CheckpointStore> {
+        &self.store
     }
 
     fn store_err(&self) -> impl Fn(BoxError) -> CheckpointError + '_ {
@@ -443,28 +488,54 @@ impl Checkpointer {
         }
     }
 
-    /// The lease this checkpointer writes under.
-    pub fn lease(&self) -> &Lease {
-        &self.lease
+    /// What this checkpointer writes under.
+    pub fn fence(&self) -> &Arc<dyn Fence> {
+        &self.fence
     }
 
-    /// Epochs with a manifest, newest first, with the object names.
-    fn manifests(&self) -> Result<Vec<(u64, String)>, CheckpointError> {
+    /// Epochs with a manifest in this chain, newest first, with the object names.
+    pub fn manifests(&self) -> Result<Vec<(u64, String)>, CheckpointError> {
         let mut found: Vec<(u64, String)> = self
             .store
             .list()
             .map_err(self.store_err())?
             .into_iter()
-            .filter_map(|n| manifest_epoch(&n).map(|e| (e, n)))
+            .filter_map(|n| {
+                let epoch = manifest_epoch(n.strip_prefix(&self.prefix)?)?;
+                Some((epoch, n))
+            })
             .collect();
         found.sort_unstable_by(|a, b| b.cmp(a));
         Ok(found)
     }
 
-    /// The newest usable checkpoint and what is newer. Corrupt ones are skipped with a
-    /// warning; one of another version, pipeline or source stops with an error.
-    pub fn recovery_point(&self) -> Result<RecoveryPoint, CheckpointError> {
+    /// The newest usable checkpoint and what is newer. A checkpoint is usable when its
+    /// manifest reads, its state has the size and CRC-32 the manifest says, and
+    /// `accept` takes it (the caller restores the state there: a state that does not
+    /// decode is skipped like a damaged one). Damaged ones are skipped with a warning;
+    /// one of another version, pipeline or source stops with an error. An object that
+    /// vanishes while it is read (another process pruning) makes the scan start over.
+    pub fn recovery_point(
+        &self,
+        accept: &mut dyn FnMut(&Restored) -> Result<(), String>,
+    ) -> Result<RecoveryPoint, CheckpointError> {
+        let mut attempt = 0;
+        loop {
+            let (point, vanished) = self.scan(accept)?;
+            attempt += 1;
+            if !vanished || attempt >= 3 {
+                return Ok(point);
+            }
+            tracing::info!("checkpoints changed while they were read; reading them again");
+        }
+    }
+
+    fn scan(
+        &self,
+        accept: &mut dyn FnMut(&Restored) -> Result<(), String>,
+    ) -> Result<(RecoveryPoint, bool), CheckpointError> {
         let manifests = self.manifests()?;
+        let mut vanished = false;
         let mut point = RecoveryPoint {
             newest: manifests.first().map(|(e, _)| *e),
             ..RecoveryPoint::default()
@@ -476,6 +547,7 @@ impl Checkpointer {
                 reason,
             };
             let Some(bytes) = self.store.get(&name).map_err(self.store_err())? else {
+                vanished = true;
                 continue;
             };
             let manifest = match read_manifest(&bytes) {
@@ -516,35 +588,47 @@ impl Checkpointer {
                 )));
             }
             let state = self.store.get(&manifest.state).map_err(self.store_err())?;
-            match state {
+            let problem = match state {
                 Some(state)
                     if state.len() as u64 == manifest.state_bytes
                         && crc32fast::hash(&state) == manifest.state_crc32 =>
                 {
-                    point.restored = Some(Restored { manifest, state });
-                    return Ok(point);
+                    let restored = Restored { manifest, state };
+                    match accept(&restored) {
+                        Ok(()) => {
+                            point.restored = Some(restored);
+                            return Ok((point, vanished));
+                        }
+                        Err(e) => {
+                            format!("state {} cannot be restored: {e}", restored.manifest.state)
+                        }
+                    }
                 }
-                _ => {
-                    tracing::warn!(checkpoint = %name, "skipping a checkpoint whose state is missing or damaged; falling back to an older one");
-                    point.skipped.push((
-                        epoch,
-                        format!("state {} missing or damaged", manifest.state),
-                    ));
+                Some(_) => format!("state {} is damaged (size or checksum)", manifest.state),
+                None => {
+                    vanished = true;
+                    format!("state {} is missing", manifest.state)
                 }
-            }
+            };
+            tracing::warn!(checkpoint = %name, %problem, "skipping a checkpoint; falling back to an older one");
+            point.skipped.push((epoch, problem));
         }
-        Ok(point)
+        Ok((point, vanished))
     }
 
     /// The newest usable checkpoint, if any (see [`recovery_point`](Self::recovery_point)).
     pub fn latest(&self) -> Result<Option<Restored>, CheckpointError> {
-        Ok(self.recovery_point()?.restored)
+        Ok(self.recovery_point(&mut |_| Ok(()))?.restored)
     }
 
     /// Writes the state for `epoch`'s checkpoint, create-only, under a name of this
     /// process's generation.
     pub fn write_state(&self, epoch: u64, state: &[u8]) -> Result<StateRef, CheckpointError> {
-        let name = state_name(epoch, self.lease.generation());
+        let name = format!(
+            "{}{}",
+            self.prefix,
+            state_name(epoch, self.fence.generation())
+        );
         if !self
             .store
             .put_if_absent(&name, state)
@@ -553,7 +637,7 @@ impl Checkpointer {
             return Err(CheckpointError::Fenced {
                 location: self.store.location(),
                 name,
-                generation: self.lease.generation(),
+                generation: self.fence.generation(),
             });
         }
         Ok(StateRef {
@@ -576,14 +660,14 @@ impl Checkpointer {
             created_at_ms,
             state_encode_ms,
         } = at;
-        self.lease.check()?;
+        self.fence.check()?;
         let manifest = Manifest {
             format: FORMAT.into(),
             version: VERSION,
             pipeline: self.pipeline.clone(),
             source: self.source.clone(),
             epoch,
-            generation: self.lease.generation(),
+            generation: self.fence.generation(),
             start,
             state: state.name.clone(),
             state_bytes: state.bytes,
@@ -599,7 +683,7 @@ impl Checkpointer {
             location: self.store.location(),
             source: Box::new(e),
         })?;
-        let name = manifest_name(epoch);
+        let name = self.manifest_name(epoch);
         if !self
             .store
             .put_if_absent(&name, &bytes)
@@ -608,7 +692,7 @@ impl Checkpointer {
             return Err(CheckpointError::Fenced {
                 location: self.store.location(),
                 name,
-                generation: self.lease.generation(),
+                generation: self.fence.generation(),
             });
         }
         Ok(manifest)
@@ -623,16 +707,21 @@ impl Checkpointer {
                 continue;
             }
             let bytes = self.store.get(&name).map_err(self.store_err())?;
-            if let Some(m) = bytes.and_then(|b| serde_json::from_slice::<Manifest>(&b).ok()) {
+            // A start checkpoint's files are those of the epoch it resumed from, which
+            // is not undone.
+            if let Some(m) = bytes.and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+                && m.start.is_none()
+            {
                 out.extend(m.staged.into_iter().map(|f| f.target));
             }
         }
         Ok(out)
     }
 
-    /// Deletes all but the newest `retain` readable checkpoints (and any manifest
-    /// between them), and state objects no kept manifest names. States newer than the
-    /// newest manifest are left: one may be being committed.
+    /// Deletes all checkpoints older than the newest ones that name `retain` distinct
+    /// states (start checkpoints share the state they resumed from, so a crash loop
+    /// cannot crowd out every real fallback), and state objects no kept manifest names.
+    /// States newer than the newest manifest are left: one may be being committed.
     pub fn prune(&self) -> Result<(), CheckpointError> {
         let manifests = self.manifests()?;
         let Some(&(newest, _)) = manifests.first() else {
@@ -649,7 +738,7 @@ impl Checkpointer {
             let bytes = self.store.get(name).map_err(self.store_err())?;
             if let Some(m) = bytes.and_then(|b| serde_json::from_slice::<Manifest>(&b).ok()) {
                 kept_states.insert(m.state);
-                readable += 1;
+                readable = kept_states.len();
             }
         }
         for (epoch, name) in &manifests {
@@ -658,7 +747,10 @@ impl Checkpointer {
             }
         }
         for name in self.store.list().map_err(self.store_err())? {
-            if state_epoch(&name).is_some_and(|e| e <= newest) && !kept_states.contains(&name) {
+            let Some(own) = name.strip_prefix(&self.prefix) else {
+                continue;
+            };
+            if state_epoch(own).is_some_and(|e| e <= newest) && !kept_states.contains(&name) {
                 self.store.delete(&name).map_err(self.store_err())?;
             }
         }
@@ -677,11 +769,17 @@ mod tests {
 
     use super::*;
     use crate::lease::{Holder, LeaseOptions, PIPELINE_SCOPE};
+    use crate::source::Position;
 
     fn end(epoch: u64) -> EpochEnd {
         EpochEnd {
             epoch,
-            positions: vec![format!("{epoch}@0")],
+            positions: Positions::from([(
+                0,
+                Position::Kafka {
+                    offset: epoch as i64,
+                },
+            )]),
             cursor: 0,
             counters: Counters::default(),
             staged: vec![],
@@ -692,8 +790,8 @@ mod tests {
     }
 
     /// A checkpointer holding the lease (the store's previous holder must have
-    /// released it).
-    fn cp_on(store: Arc<dyn CheckpointStore>, source: &str) -> Checkpointer {
+    /// released it), and that lease.
+    fn cp_lease(store: Arc<dyn CheckpointStore>, source: &str) -> (Checkpointer, Arc<Lease>) {
         let lease = Lease::acquire(
             store.clone(),
             PIPELINE_SCOPE,
@@ -703,7 +801,15 @@ mod tests {
             &mut |_| {},
         )
         .unwrap();
-        Checkpointer::new(store, Arc::new(lease), "p", source, 2)
+        let lease = Arc::new(lease);
+        (
+            Checkpointer::new(store, lease.clone(), "p", source, 2),
+            lease,
+        )
+    }
+
+    fn cp_on(store: Arc<dyn CheckpointStore>, source: &str) -> Checkpointer {
+        cp_lease(store, source).0
     }
 
     fn cp() -> Checkpointer {
@@ -718,7 +824,7 @@ mod tests {
     }
 
     fn state_of(c: &Checkpointer, epoch: u64) -> String {
-        state_name(epoch, c.lease.generation())
+        state_name(epoch, c.fence.generation())
     }
 
     #[test]
@@ -731,7 +837,7 @@ mod tests {
         assert_eq!(c.latest().unwrap().unwrap().manifest.epoch, 3);
         // Truncated state of the newest: fall back to 2.
         c.store.put(&state_of(&c, 3), b"sta").unwrap();
-        let point = c.recovery_point().unwrap();
+        let point = c.recovery_point(&mut |_| Ok(())).unwrap();
         let r = point.restored.unwrap();
         assert_eq!(
             (r.manifest.epoch, r.state.as_slice(), point.newest),
@@ -760,10 +866,10 @@ mod tests {
     #[test]
     fn a_process_that_lost_its_lease_cannot_commit() {
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
-        let old = cp_on(store.clone(), "file:in");
+        let (old, old_lease) = cp_lease(store.clone(), "file:in");
         commit(&old, 1);
         // The lease expires (here: released), and another process takes over.
-        old.lease.release().unwrap();
+        old_lease.release().unwrap();
         let new = cp_on(store, "file:in");
         let state = old.write_state(2, b"zombie").unwrap();
         let err = old.commit(&state, end(2)).unwrap_err();
@@ -774,9 +880,9 @@ mod tests {
     #[test]
     fn other_pipelines_and_versions_are_refused() {
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
-        let other = cp_on(store.clone(), "file:other");
+        let (other, other_lease) = cp_lease(store.clone(), "file:other");
         commit(&other, 1);
-        other.lease.release().unwrap();
+        other_lease.release().unwrap();
         let c = cp_on(store, "file:in");
         assert!(matches!(
             c.latest(),
@@ -811,12 +917,15 @@ mod tests {
         let mut names = c.store.list().unwrap();
         names.sort();
         names.retain(|n| !n.starts_with("lease-"));
+        // Kept: back to the second distinct state (4): 6 and 5 share state 5.
         assert_eq!(
             names,
             [
+                manifest_name(4),
                 manifest_name(5),
                 manifest_name(6),
                 manifest_name(7),
+                state_of(&c, 4),
                 state_of(&c, 5),
                 state_of(&c, 8),
             ]
@@ -837,7 +946,7 @@ mod tests {
             ..serde_json::from_value::<Manifest>(serde_json::json!({
                 "format": FORMAT, "version": VERSION, "pipeline": "p", "source": "s",
                 "epoch": 6, "generation": 1, "state": "x", "state_bytes": 0,
-                "state_crc32": 0, "positions": [], "cursor": 0,
+                "state_crc32": 0, "positions": {}, "cursor": 0,
                 "counters": Counters::default(), "staged": [], "created_at_ms": 0
             }))
             .unwrap()

@@ -65,6 +65,10 @@ pub struct Holder {
     /// not mistaken for the holder.
     #[serde(default)]
     pub start_ticks: Option<u64>,
+    /// The pid namespace (Linux, `/proc/self/ns/pid`): two containers on one host
+    /// share the boot id but not their pids.
+    #[serde(default)]
+    pub pid_ns: Option<String>,
 }
 
 impl Holder {
@@ -75,23 +79,32 @@ impl Holder {
             host: host_name(),
             pid,
             boot_id: boot_id(),
-            start_ticks: start_ticks(pid),
+            start_ticks: start_ticks(pid).ok().flatten(),
+            pid_ns: std::fs::read_link("/proc/self/ns/pid")
+                .ok()
+                .map(|p| p.display().to_string()),
         }
     }
 
-    /// Whether this holder is a process of this machine's current boot that no longer
-    /// runs. `false` when that cannot be told (another host, no `/proc`).
+    /// Whether this holder is a process of this machine's current boot, in this pid
+    /// namespace, that no longer runs. `false` whenever that cannot be told for sure
+    /// (another host or container, no `/proc`, a `/proc` this user may not read).
     pub fn is_provably_gone(&self) -> bool {
         let here = Holder::this_process();
-        if self.host != here.host || self.boot_id.is_none() || self.boot_id != here.boot_id {
+        let same_pids = self.host == here.host
+            && self.boot_id.is_some()
+            && self.boot_id == here.boot_id
+            && self.pid_ns.is_some()
+            && self.pid_ns == here.pid_ns;
+        if !same_pids {
             return false;
         }
         match (start_ticks(self.pid), self.start_ticks) {
             // No such process (or one that has exited and is not yet reaped).
-            (None, _) => true,
+            (Ok(None), _) => true,
             // The pid was reused by a process that started later.
-            (Some(now), Some(then)) => now != then,
-            (Some(_), None) => false,
+            (Ok(Some(now)), Some(then)) => now != then,
+            (Ok(Some(_)), None) | (Err(()), _) => false,
         }
     }
 }
@@ -118,20 +131,25 @@ fn boot_id() -> Option<String> {
     read_trimmed("/proc/sys/kernel/random/boot_id")
 }
 
-/// Field 22 of `/proc/<pid>/stat`, the start time; `None` if the process does not
-/// exist or is a zombie (exited, not yet reaped).
-fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// Field 22 of `/proc/<pid>/stat`, the start time: `Ok(None)` if the process does not
+/// exist or is a zombie (exited, not yet reaped), `Err` if that cannot be told.
+fn start_ticks(pid: u32) -> Result<Option<u64>, ()> {
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => return Err(()),
+    };
     // The command name (field 2) may hold spaces and parentheses: fields after it
     // start behind the last `)`.
-    let rest = &stat[stat.rfind(')')? + 1..];
+    let rest = &stat[stat.rfind(')').ok_or(())? + 1..];
     let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?;
+    let state = fields.next().ok_or(())?;
     if state == "Z" || state == "X" {
-        return None;
+        return Ok(None);
     }
     // `rest` starts at field 3 (state); the start time is field 22.
-    fields.nth(22 - 4)?.parse().ok()
+    let ticks = fields.nth(22 - 4).ok_or(())?.parse().map_err(|_| ())?;
+    Ok(Some(ticks))
 }
 
 /// One generation of a lease, as stored.
@@ -154,6 +172,10 @@ pub struct LeaseRecord {
     /// Set when the holder stopped cleanly and gave the lease up.
     #[serde(default)]
     pub released_at_ms: Option<i64>,
+    /// For a partition's claim in a consumer group: the member (its checkpoint chain)
+    /// that holds the partition.
+    #[serde(default)]
+    pub owner: Option<u64>,
 }
 
 impl LeaseRecord {
@@ -260,11 +282,13 @@ impl Default for LeaseOptions {
     }
 }
 
-fn lease_name(scope: &str, generation: u64) -> String {
+/// The name of generation `generation` of the lease of `scope`.
+pub fn lease_name(scope: &str, generation: u64) -> String {
     format!("lease-{scope}-{generation:020}.json")
 }
 
-fn generation_of(name: &str, scope: &str) -> Option<u64> {
+/// The generation in a lease object's name, if it is one of `scope`.
+pub fn generation_of(name: &str, scope: &str) -> Option<u64> {
     let digits = name
         .strip_prefix("lease-")?
         .strip_prefix(scope)?
@@ -345,6 +369,15 @@ impl Lease {
             let now = crate::runtime::now_ms();
             let next = match newest(store.as_ref(), scope).map_err(store_err)? {
                 None => 1,
+                Some((u64::MAX, _)) => {
+                    return Err(store_err(
+                        format!(
+                            "lease generation {} of {scope} is the last there is",
+                            u64::MAX
+                        )
+                        .into(),
+                    ));
+                }
                 Some((generation, None)) => {
                     tracing::warn!(
                         scope,
@@ -389,6 +422,7 @@ impl Lease {
                 renewed_at_ms: now,
                 expires_at_ms: now.saturating_add(ttl_ms),
                 released_at_ms: None,
+                owner: None,
             };
             let bytes = serde_json::to_vec_pretty(&record).map_err(|e| store_err(Box::new(e)))?;
             if store
@@ -473,27 +507,30 @@ impl Lease {
         Ok(())
     }
 
-    /// The record of the next generation, if another process has taken over.
+    /// The record of the newest generation, if another process has taken over since
+    /// (whatever number of times: older generations may have been pruned).
     fn successor(&self) -> Result<Option<LeaseRecord>, LeaseError> {
-        let name = lease_name(&self.scope, self.generation() + 1);
-        let got = self.store.get(&name).map_err(|e| self.store_err(e))?;
-        Ok(got.map(|bytes| {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| LeaseRecord {
+        let own = self.generation();
+        match newest(self.store.as_ref(), &self.scope).map_err(|e| self.store_err(e))? {
+            Some((g, record)) if g > own => Ok(Some(record.unwrap_or_else(|| LeaseRecord {
                 format: LEASE_FORMAT.into(),
                 scope: self.scope.clone(),
-                generation: self.generation() + 1,
+                generation: g,
                 holder: Holder {
                     host: "an unknown host (unreadable lease)".into(),
                     pid: 0,
                     boot_id: None,
                     start_ticks: None,
+                    pid_ns: None,
                 },
                 acquired_at_ms: 0,
                 renewed_at_ms: 0,
                 expires_at_ms: 0,
                 released_at_ms: None,
-            })
-        }))
+                owner: None,
+            }))),
+            _ => Ok(None),
+        }
     }
 
     /// Extends the lease by its time to live. Fails (and marks the lease lost) if it
@@ -562,15 +599,17 @@ impl LeaseKeeper {
             .name("rushhour-lease".into())
             .spawn(move || {
                 let (lock, cvar) = &*flag;
-                let mut stopped = locked(lock);
                 loop {
-                    let (guard, _) = cvar
-                        .wait_timeout(stopped, every)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    stopped = guard;
-                    if *stopped {
-                        return;
+                    {
+                        let stopped = locked(lock);
+                        let (stopped, _) = cvar
+                            .wait_timeout_while(stopped, every, |stopped| !*stopped)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if *stopped {
+                            return;
+                        }
                     }
+                    // Renewed without the lock held, so a stop never waits for the store.
                     match lease.renew() {
                         Ok(()) => {}
                         Err(e @ LeaseError::Lost { .. }) => {
@@ -618,6 +657,7 @@ mod tests {
             pid: 1,
             boot_id: None,
             start_ticks: None,
+            pid_ns: None,
         }
     }
 

@@ -9,10 +9,13 @@
 //! - [`sink`]: the [`LakeSink`](sink::LakeSink) trait — stage, then publish.
 //! - [`checkpoint`]: checkpoints and the commit protocol that makes recovery exact.
 //! - [`lease`]: one writer per pipeline, fenced by lease generations.
+//! - [`group`]: several processes on one pipeline (a consumer group), each partition
+//!   claimed, handed over with its state, and its old holder fenced.
 //! - [`runtime`]: drives a source through the pipeline into a sink, in epochs.
 
 pub mod checkpoint;
 pub mod dedup;
+pub mod group;
 pub mod lease;
 pub mod operator;
 pub mod output;

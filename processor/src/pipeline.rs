@@ -59,6 +59,18 @@ impl Default for PipelineConfig {
     }
 }
 
+/// Why the record path stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A record of a partition this process does not hold: its state would be
+    /// missing (a bug in the source or the runtime).
+    #[error("a record of partition {0}, which this process does not hold")]
+    NotHeld(u32),
+    /// Building Arrow batches failed (a bug: the schemas are fixed).
+    #[error("building Arrow batches: {0}")]
+    Arrow(#[from] ArrowError),
+}
+
 /// Counts of the summary line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
@@ -74,11 +86,9 @@ pub struct Counters {
     pub invalid: u64,
 }
 
-/// Counters and watermark of one source partition.
+/// Counters and watermark of one source partition this process holds.
 #[derive(Debug, Clone)]
 struct PartitionState {
-    /// Whether this process holds the partition (its state is here).
-    held: bool,
     watermark: i64,
     /// The effective watermark of the process that held the partition before, at its
     /// checkpoint: the partition's records are late behind it here too, so nothing
@@ -91,7 +101,6 @@ struct PartitionState {
 impl PartitionState {
     fn fresh() -> Self {
         PartitionState {
-            held: true,
             watermark: NO_WATERMARK,
             floor: NO_WATERMARK,
             status: PartitionStatus::Active,
@@ -115,8 +124,11 @@ pub struct Pipeline {
     cfg: PipelineConfig,
     source: String,
     style: PositionStyle,
-    parts: Vec<PartitionState>,
+    /// The partitions held, by number: their state is here.
+    parts: BTreeMap<u32, PartitionState>,
     effective: i64,
+    /// Inside [`taking_over`](Self::taking_over): the watermark waits for the end.
+    deferring: bool,
     dedup: Dedup,
     operators: Vec<Box<dyn Operator>>,
     raw: BTreeMap<i64, RawEventsBuilder>,
@@ -129,13 +141,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline over a source named `source` with `partitions` partitions.
-    pub fn new(
-        cfg: PipelineConfig,
-        source: &str,
-        partitions: u32,
-        style: PositionStyle,
-    ) -> Pipeline {
+    /// A pipeline over a source named `source`, holding no partition yet: call
+    /// [`hold`](Self::hold), [`restore`](Self::restore) or
+    /// [`restore_partition`](Self::restore_partition) before records arrive.
+    pub fn new(cfg: PipelineConfig, source: &str, style: PositionStyle) -> Pipeline {
         let operators: Vec<Box<dyn Operator>> = vec![
             Box::new(StoreOperator::new(cfg.order_ttl_ms)),
             Box::new(RiderOperator::default()),
@@ -146,13 +155,12 @@ impl Pipeline {
         );
         Pipeline {
             too_far_ahead,
-            parts: (0..partitions.max(1))
-                .map(|_| PartitionState::fresh())
-                .collect(),
+            parts: BTreeMap::new(),
             cfg,
             source: source.to_owned(),
             style,
             effective: NO_WATERMARK,
+            deferring: false,
             dedup: Dedup::default(),
             operators,
             raw: BTreeMap::new(),
@@ -166,8 +174,19 @@ impl Pipeline {
     /// The counts so far, over the partitions held.
     pub fn counters(&self) -> Counters {
         let mut sum = Counters::default();
-        for part in self.parts.iter().filter(|p| p.held) {
+        for part in self.parts.values() {
             sum += part.counters;
+        }
+        sum
+    }
+
+    /// The counts of the partitions in `parts` that are held.
+    pub fn counters_of(&self, parts: &[PartitionId]) -> Counters {
+        let mut sum = Counters::default();
+        for p in parts {
+            if let Some(part) = self.parts.get(p) {
+                sum += part.counters;
+            }
         }
         sum
     }
@@ -192,7 +211,7 @@ impl Pipeline {
         &mut self,
         batch: &SourceBatch,
         ingest_time: i64,
-    ) -> Result<(), ArrowError> {
+    ) -> Result<(), PipelineError> {
         let decoded = decode_batch(batch);
         self.process_decoded(batch, &decoded, ingest_time)
     }
@@ -204,22 +223,22 @@ impl Pipeline {
         batch: &SourceBatch,
         decoded: &[Decoded],
         ingest_time: i64,
-    ) -> Result<(), ArrowError> {
+    ) -> Result<(), PipelineError> {
         assert_eq!(
             batch.records.len(),
             decoded.len(),
             "one decoded entry per record"
         );
-        let p = (batch.partition as usize).min(self.parts.len() - 1);
-        let part_id = p as PartitionId;
-        if !self.parts[p].held {
-            // Records of a partition not held here: the source was just assigned it
-            // and there is no state to restore, so it starts afresh.
-            self.parts[p] = PartitionState::fresh();
-        }
+        let p = batch.partition;
+        let part_id: PartitionId = p;
+        // A record of a partition not held here would start it afresh, without its
+        // state: never silently.
+        let Some(part) = self.parts.get_mut(&p) else {
+            return Err(PipelineError::NotHeld(p));
+        };
         // A partition handing over records is active, whatever it was before.
-        if self.parts[p].status == PartitionStatus::Idle {
-            self.parts[p].status = PartitionStatus::Active;
+        if part.status == PartitionStatus::Idle {
+            part.status = PartitionStatus::Active;
         }
         let (mut partition_prefix, mut offset_text) = (itoa::Buffer::new(), itoa::Buffer::new());
         let latest_allowed = self
@@ -233,13 +252,25 @@ impl Pipeline {
                 Decoded::Event(ev) => ev.attach(bytes).ok_or("decoded from other bytes"),
                 Decoded::Invalid(reason) => Err(reason.as_str()),
             };
-            let part = &mut self.parts[p];
+            let Some(part) = self.parts.get_mut(&p) else {
+                return Err(PipelineError::NotHeld(p));
+            };
             part.counters.read += 1;
             self.position.clear();
-            if self.style == PositionStyle::PartitionOffset {
-                self.position
-                    .push_str(partition_prefix.format(batch.partition));
-                self.position.push(':');
+            match &self.style {
+                PositionStyle::Line => {}
+                PositionStyle::PartitionOffset => {
+                    self.position
+                        .push_str(partition_prefix.format(batch.partition));
+                    self.position.push(':');
+                }
+                PositionStyle::TopicPartitionOffset(topic) => {
+                    self.position.push_str(topic);
+                    self.position.push('/');
+                    self.position
+                        .push_str(partition_prefix.format(batch.partition));
+                    self.position.push('/');
+                }
             }
             self.position.push_str(offset_text.format(*offset));
             let prov = Provenance {
@@ -322,6 +353,25 @@ impl Pipeline {
     /// between batches, after [`take_output`](Self::take_output) with `all`, so nothing
     /// is held for the sink.
     pub fn snapshot(&self) -> Result<Vec<u8>, StateError> {
+        self.snapshot_sections(|_| true)
+    }
+
+    /// A snapshot holding only the partitions in `parts` (that this process holds):
+    /// what hands them over to another process, which restores them with
+    /// [`restore_partition`](Self::restore_partition).
+    pub fn snapshot_of(&self, parts: &[PartitionId]) -> Result<Vec<u8>, StateError> {
+        if let Some(p) = parts.iter().find(|p| !self.holds(**p)) {
+            return Err(StateError::Mismatch(format!(
+                "partition {p} is not held here"
+            )));
+        }
+        self.snapshot_sections(|p| parts.contains(&p))
+    }
+
+    fn snapshot_sections(
+        &self,
+        wanted: impl Fn(PartitionId) -> bool,
+    ) -> Result<Vec<u8>, StateError> {
         if !self.raw.is_empty()
             || !self.dead.is_empty()
             || !self.curated.is_empty()
@@ -337,9 +387,8 @@ impl Pipeline {
             .map(|o| o.snapshot())
             .collect::<Result<Vec<_>, _>>()?;
         let mut sections = Vec::new();
-        for (p, part) in self.parts.iter().enumerate() {
-            let id = p as PartitionId;
-            if !part.held {
+        for (&id, part) in &self.parts {
+            if !wanted(id) {
                 continue;
             }
             let section = Section {
@@ -355,33 +404,31 @@ impl Pipeline {
         }
         let sections: Vec<(PartitionId, &[u8])> =
             sections.iter().map(|(id, b)| (*id, b.as_slice())).collect();
-        if let Some(p) = operators.iter().flat_map(|o| o.keys()).next() {
+        if let Some(p) = operators
+            .iter()
+            .flat_map(|o| o.keys())
+            .find(|p| !self.holds(**p))
+        {
             return Err(StateError::Mismatch(format!(
                 "operator state of partition {p}, which is not held"
             )));
         }
         let state = PipelineState {
             version: STATE_VERSION,
-            partitions: self.parts.len() as u32,
             effective: self.effective,
             sections,
         };
         Ok(postcard::to_stdvec(&state)?)
     }
 
-    /// Replaces the whole state with one taken by [`snapshot`](Self::snapshot) from a
-    /// pipeline over the same partitions: this process then holds exactly the
-    /// partitions the snapshot held.
+    /// Replaces the whole state with one taken by [`snapshot`](Self::snapshot): this
+    /// process then holds exactly the partitions the snapshot held.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        let state = self.read_state(bytes)?;
-        for p in 0..self.parts.len() {
-            self.forget(p as PartitionId);
-        }
+        let state = read_state(bytes)?;
+        self.forget_all();
         for (id, section) in state.sections {
             if let Err(e) = self.load_section(id, section) {
-                for p in 0..self.parts.len() {
-                    self.forget(p as PartitionId);
-                }
+                self.forget_all();
                 return Err(e);
             }
         }
@@ -389,23 +436,45 @@ impl Pipeline {
         Ok(())
     }
 
+    fn forget_all(&mut self) {
+        let held: Vec<PartitionId> = self.parts.keys().copied().collect();
+        for p in held {
+            self.forget(p);
+        }
+    }
+
     /// Decodes a snapshot completely, as a restore would — every section and every
     /// operator's part — without keeping it (`rushhour checkpoints verify`).
     pub fn check_snapshot(bytes: &[u8]) -> Result<(), StateError> {
-        let (version, _) = postcard::take_from_bytes::<u32>(bytes)?;
-        if version != STATE_VERSION {
-            return Err(StateError::Mismatch(format!(
-                "state version {version} (this build reads {STATE_VERSION})"
-            )));
-        }
-        let state: PipelineState<'_> = postcard::from_bytes(bytes)?;
         let mut scratch = Pipeline::new(
             PipelineConfig::default(),
             "",
-            state.partitions,
             PositionStyle::PartitionOffset,
         );
         scratch.restore(bytes)
+    }
+
+    /// A pipeline holding partitions `parts` afresh: for sources whose partitions are
+    /// known at the start.
+    pub fn holding(
+        cfg: PipelineConfig,
+        source: &str,
+        style: PositionStyle,
+        parts: impl IntoIterator<Item = PartitionId>,
+    ) -> Pipeline {
+        let mut p = Pipeline::new(cfg, source, style);
+        for part in parts {
+            p.hold(part);
+        }
+        p
+    }
+
+    /// Starts holding partition `part` afresh, with no state (a partition no
+    /// checkpoint holds). Whatever was held of it is forgotten.
+    pub fn hold(&mut self, part: PartitionId) {
+        self.forget(part);
+        self.parts.insert(part, PartitionState::fresh());
+        self.recompute_effective();
     }
 
     /// Takes over partition `part` with its state in a snapshot (of this or another
@@ -419,7 +488,7 @@ impl Pipeline {
     /// partition (it releases the partition right after its checkpoint), and reopen
     /// the source at that checkpoint's position for the partition.
     pub fn restore_partition(&mut self, bytes: &[u8], part: PartitionId) -> Result<(), StateError> {
-        let state = self.read_state(bytes)?;
+        let state = read_state(bytes)?;
         let Some(&(_, section)) = state.sections.iter().find(|(id, _)| *id == part) else {
             return Err(StateError::Mismatch(format!(
                 "the snapshot does not hold partition {part}"
@@ -435,23 +504,27 @@ impl Pipeline {
     }
 
     /// Gives up partition `part`: forgets its watermark, counters, ids and operator
-    /// partials. It no longer holds the watermark back; records arriving for it later
-    /// start it afresh.
+    /// partials. It no longer holds the watermark back, and a record of it is an error
+    /// until it is held again.
     pub fn release_partition(&mut self, part: PartitionId) {
-        self.forget(part);
+        self.release_partitions(&[part]);
+    }
+
+    /// Gives up several partitions at once. The watermark is recomputed once, after
+    /// all are gone: released one by one, each release would let the next-slowest
+    /// partition raise it, and partitions given up together (a revocation) would
+    /// leave it at the fastest one's — judging their records late if they come back.
+    pub fn release_partitions(&mut self, parts: &[PartitionId]) {
+        for &part in parts {
+            self.forget(part);
+        }
         self.recompute_effective();
     }
 
     /// [`release_partition`](Self::release_partition) without moving the watermark,
     /// for a partition about to be restored.
     fn forget(&mut self, part: PartitionId) {
-        let Some(state) = self.parts.get_mut(part as usize) else {
-            return;
-        };
-        *state = PartitionState {
-            held: false,
-            ..PartitionState::fresh()
-        };
+        self.parts.remove(&part);
         self.dedup.release(part);
         for op in &mut self.operators {
             op.release(part);
@@ -460,33 +533,15 @@ impl Pipeline {
 
     /// Whether this process holds partition `part`.
     pub fn holds(&self, part: PartitionId) -> bool {
-        self.parts.get(part as usize).is_some_and(|p| p.held)
+        self.parts.contains_key(&part)
     }
 
-    fn read_state<'a>(&self, bytes: &'a [u8]) -> Result<PipelineState<'a>, StateError> {
-        // The version leads, so any other layout is named as such, not misread.
-        let (version, _) = postcard::take_from_bytes::<u32>(bytes)?;
-        if version != STATE_VERSION {
-            return Err(StateError::Mismatch(format!(
-                "state version {version} (this build reads {STATE_VERSION})"
-            )));
-        }
-        let state: PipelineState<'a> = postcard::from_bytes(bytes)?;
-        if state.partitions as usize != self.parts.len() {
-            return Err(StateError::Mismatch(format!(
-                "{} partitions in the state, {} here",
-                state.partitions,
-                self.parts.len()
-            )));
-        }
-        Ok(state)
+    /// The partitions held.
+    pub fn held(&self) -> Vec<PartitionId> {
+        self.parts.keys().copied().collect()
     }
 
     fn load_section(&mut self, part: PartitionId, bytes: &[u8]) -> Result<(), StateError> {
-        let slot = self
-            .parts
-            .get_mut(part as usize)
-            .ok_or_else(|| StateError::Mismatch(format!("no partition {part} here")))?;
         let encoded = zstd::stream::decode_all(bytes)?;
         let section: SectionIn = postcard::from_bytes(&encoded)?;
         if section.operators.len() != self.operators.len() {
@@ -496,13 +551,15 @@ impl Pipeline {
                 self.operators.len()
             )));
         }
-        *slot = PartitionState {
-            held: true,
-            watermark: section.watermark,
-            floor: section.floor,
-            status: section.status,
-            counters: section.counters,
-        };
+        self.parts.insert(
+            part,
+            PartitionState {
+                watermark: section.watermark,
+                floor: section.floor,
+                status: section.status,
+                counters: section.counters,
+            },
+        );
         if let Some(hours) = section.dedup {
             self.dedup.restore(part, hours)?;
         }
@@ -514,19 +571,36 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Takes the sources' view of which partitions are idle or finished.
-    pub fn set_statuses(&mut self, statuses: &[PartitionStatus]) {
-        for (part, status) in self.parts.iter_mut().zip(statuses) {
-            part.status = *status;
+    /// Takes the source's view of which partitions are idle or finished.
+    pub fn set_statuses(&mut self, statuses: &BTreeMap<u32, PartitionStatus>) {
+        for (p, part) in &mut self.parts {
+            if let Some(status) = statuses.get(p) {
+                part.status = *status;
+            }
         }
         self.recompute_effective();
     }
 
+    /// Runs `f`, which takes over partitions (`hold`, `restore_partition`), with the
+    /// watermark recomputed once at the end: taken over one by one, the first ones
+    /// alone would raise it past the slower ones still to come.
+    pub fn taking_over<R>(&mut self, f: impl FnOnce(&mut Pipeline) -> R) -> R {
+        let outer = self.deferring;
+        self.deferring = true;
+        let r = f(self);
+        self.deferring = outer;
+        self.recompute_effective();
+        r
+    }
+
     fn recompute_effective(&mut self) {
+        if self.deferring {
+            return;
+        }
         let active = self
             .parts
-            .iter()
-            .filter(|p| p.held && p.status == PartitionStatus::Active)
+            .values()
+            .filter(|p| p.status == PartitionStatus::Active)
             .map(|p| p.watermark)
             .min();
         if let Some(wm) = active {
@@ -615,13 +689,24 @@ pub fn decode_batch(batch: &SourceBatch) -> Vec<Decoded> {
 /// Version of the snapshot encoding; bump on any change to the state's shape.
 /// 2: state kept apart by source partition, one compressed section each.
 /// 3: a rider window's ping ids in one string.
-pub const STATE_VERSION: u32 = 3;
+/// 4: no partition count (partitions are held by number, and come and go).
+pub const STATE_VERSION: u32 = 4;
+
+fn read_state(bytes: &[u8]) -> Result<PipelineState<'_>, StateError> {
+    // The version leads, so any other layout is named as such, not misread.
+    let (version, _) = postcard::take_from_bytes::<u32>(bytes)?;
+    if version != STATE_VERSION {
+        return Err(StateError::Mismatch(format!(
+            "state version {version} (this build reads {STATE_VERSION})"
+        )));
+    }
+    Ok(postcard::from_bytes(bytes)?)
+}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PipelineState<'a> {
     /// [`STATE_VERSION`]; first, so that it can be read whatever follows.
     version: u32,
-    partitions: u32,
     effective: i64,
     /// `(partition, zstd(postcard(Section)))`, one per partition held.
     #[serde(borrow)]
@@ -682,7 +767,7 @@ mod tests {
 
     #[test]
     fn an_event_at_the_watermark_is_accepted_one_before_it_is_late() {
-        let mut p = Pipeline::new(PipelineConfig::default(), "t", 1, PositionStyle::Line);
+        let mut p = Pipeline::holding(PipelineConfig::default(), "t", PositionStyle::Line, 0..1);
         feed(
             &mut p,
             0,
@@ -703,11 +788,11 @@ mod tests {
 
     #[test]
     fn the_slowest_active_partition_holds_the_watermark() {
-        let mut p = Pipeline::new(
+        let mut p = Pipeline::holding(
             PipelineConfig::default(),
             "t",
-            2,
             PositionStyle::PartitionOffset,
+            0..2,
         );
         feed(&mut p, 0, &[ping("a", "50")]);
         assert_eq!(
@@ -721,9 +806,15 @@ mod tests {
         };
         assert_eq!(p.watermark(), at("10"));
         // Once partition 1 is idle, partition 0 alone sets it; it never goes back.
-        p.set_statuses(&[PartitionStatus::Active, PartitionStatus::Idle]);
+        p.set_statuses(&BTreeMap::from([
+            (0, PartitionStatus::Active),
+            (1, PartitionStatus::Idle),
+        ]));
         assert_eq!(p.watermark(), at("40"));
-        p.set_statuses(&[PartitionStatus::Active, PartitionStatus::Active]);
+        p.set_statuses(&BTreeMap::from([
+            (0, PartitionStatus::Active),
+            (1, PartitionStatus::Active),
+        ]));
         assert_eq!(p.watermark(), at("40"));
         // De-duplication spans partitions: an id is global.
         feed(&mut p, 1, &[ping("a", "55")]);
@@ -733,7 +824,7 @@ mod tests {
     #[test]
     fn a_moved_partition_does_not_reopen_what_its_old_process_wrote() {
         let cfg = PipelineConfig::default();
-        let mut a = Pipeline::new(cfg.clone(), "t", 2, PositionStyle::PartitionOffset);
+        let mut a = Pipeline::holding(cfg.clone(), "t", PositionStyle::PartitionOffset, 0..2);
         feed(&mut a, 0, &[ping("a", "20")]);
         let late_ping = ping("c", "30");
         let far = |id: &str| {
@@ -745,14 +836,17 @@ mod tests {
         feed(&mut a, 1, &[far("b")]);
         // Partition 0 goes idle: partition 1 alone moves the watermark past 12:01,
         // and rider r's minute 12:00 is written.
-        a.set_statuses(&[PartitionStatus::Idle, PartitionStatus::Active]);
+        a.set_statuses(&BTreeMap::from([
+            (0, PartitionStatus::Idle),
+            (1, PartitionStatus::Active),
+        ]));
         a.advance();
         let written = a.take_output(true).unwrap();
         assert!(written.iter().any(|t| t.table == Table::RiderMinute));
         let state = a.snapshot().unwrap();
         // Another process takes partition 0 over; a record for that minute is late
         // there too, not a second row for it.
-        let mut b = Pipeline::new(cfg, "t", 2, PositionStyle::PartitionOffset);
+        let mut b = Pipeline::holding(cfg, "t", PositionStyle::PartitionOffset, 0..2);
         b.release_partition(1);
         b.restore_partition(&state, 0).unwrap();
         feed(&mut b, 0, &[late_ping]);
@@ -764,8 +858,37 @@ mod tests {
     }
 
     #[test]
+    fn partitions_given_up_and_taken_back_together_keep_the_watermark() {
+        let cfg = PipelineConfig::default();
+        let mut p = Pipeline::holding(cfg, "t", PositionStyle::PartitionOffset, 0..2);
+        feed(&mut p, 0, &[ping("a", "10")]);
+        feed(&mut p, 1, &[ping("b", "50")]);
+        let before = p.watermark();
+        p.take_output(true).unwrap();
+        let state = p.snapshot().unwrap();
+        // A revocation of both, then an assignment of both (the faster one first).
+        p.release_partitions(&[0, 1]);
+        assert_eq!(
+            p.watermark(),
+            before,
+            "released together, 1 never set it alone"
+        );
+        p.taking_over(|p| {
+            p.restore_partition(&state, 1).unwrap();
+            p.restore_partition(&state, 0).unwrap();
+        });
+        assert_eq!(
+            p.watermark(),
+            before,
+            "restored together, 1 never set it alone"
+        );
+        feed(&mut p, 0, &[ping("c", "20")]);
+        assert_eq!(p.counters().late, 0);
+    }
+
+    #[test]
     fn absurd_amounts_do_not_overflow() {
-        let mut p = Pipeline::new(PipelineConfig::default(), "t", 1, PositionStyle::Line);
+        let mut p = Pipeline::holding(PipelineConfig::default(), "t", PositionStyle::Line, 0..1);
         let big = |id: &str| {
             format!(r#"{{"event_id":"{id}","event_type":"order_placed","event_time":"2026-11-21T12:00:00Z","order_id":"{id}","store_id":"s","items":[{{"product_id":"p","qty":9223372036854775807,"unit_price_cents":0}},{{"product_id":"p","qty":9223372036854775807,"unit_price_cents":0}}],"total_cents":9223372036854775807}}"#)
                 .into_bytes()
@@ -783,7 +906,8 @@ mod tests {
             .collect();
         let (first, second) = lines.split_at(25);
         let run = |restore_at: Option<&[u8]>| {
-            let mut p = Pipeline::new(PipelineConfig::default(), "t", 2, PositionStyle::Line);
+            let mut p =
+                Pipeline::holding(PipelineConfig::default(), "t", PositionStyle::Line, 0..2);
             if let Some(state) = restore_at {
                 p.restore(state).unwrap();
             } else {
@@ -800,13 +924,14 @@ mod tests {
                     .collect::<Vec<_>>(),
             )
         };
-        let mut p = Pipeline::new(PipelineConfig::default(), "t", 2, PositionStyle::Line);
+        let mut p = Pipeline::holding(PipelineConfig::default(), "t", PositionStyle::Line, 0..2);
         feed(&mut p, 0, first);
         let _ = p.take_output(true).unwrap();
         let state = p.snapshot().unwrap();
         assert_eq!(run(Some(&state)), run(None));
         // Partition by partition, in any order, and once more over itself: the same.
-        let mut by_part = Pipeline::new(PipelineConfig::default(), "t", 2, PositionStyle::Line);
+        let mut by_part =
+            Pipeline::holding(PipelineConfig::default(), "t", PositionStyle::Line, 0..2);
         for part in [1, 0, 1] {
             by_part.restore_partition(&state, part).unwrap();
         }
@@ -821,9 +946,12 @@ mod tests {
                 .restore_partition(&by_part.snapshot().unwrap(), 0)
                 .is_err()
         );
-        // A state of another shape is refused.
-        let mut other = Pipeline::new(PipelineConfig::default(), "t", 3, PositionStyle::Line);
-        assert!(other.restore(&state).is_err());
+        // A whole restore holds exactly the snapshot's partitions; bytes that are not
+        // a state are refused.
+        let mut other =
+            Pipeline::holding(PipelineConfig::default(), "t", PositionStyle::Line, 0..3);
+        other.restore(&state).unwrap();
+        assert_eq!(other.held(), [0, 1]);
         assert!(other.restore(b"not a state").is_err());
     }
 }

@@ -12,6 +12,7 @@
 //! publishes the files. See [`crate::checkpoint`] for why that order makes recovery
 //! exact.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
@@ -21,11 +22,14 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::{
     CheckpointError, Checkpointer, EpochEnd, RecoveryPoint, StartRecord, StateRef,
 };
+use crate::group::{LakeRepair, Member};
 use crate::operator::StateError;
 use crate::output::TableBatch;
 use crate::pipeline::{Counters, Decoded, Pipeline, decode_batch};
-use crate::sink::{BoxError, LakeSink, StagedFile};
-use crate::source::{PartitionStatus, Poll, Source, SourceBatch, SourceError};
+use crate::sink::{BoxError, LakeSink, StagedFile, Stale};
+use crate::source::{
+    PartitionHandler, PartitionStatus, Poll, Positions, Source, SourceBatch, SourceError,
+};
 
 /// Errors that stop a run.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,9 @@ pub enum RuntimeError {
     /// Building Arrow batches failed (a bug: the schemas are fixed).
     #[error("internal error building Arrow batches: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// The record path stopped.
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
 }
 
 /// How to run.
@@ -113,6 +120,7 @@ enum SinkMsg {
         SyncSender<Result<Vec<StagedFile>, BoxError>>,
     ),
     Publish(Vec<StagedFile>, SyncSender<Result<(), BoxError>>),
+    Clean(Stale, SyncSender<Result<u64, BoxError>>),
 }
 
 struct SinkThread {
@@ -139,6 +147,14 @@ impl SinkThread {
                         }
                         SinkMsg::Verify(files, reply) => {
                             let result = sink.verify_staged(&files).map(|()| files);
+                            let failed = result.is_err();
+                            let _ = reply.send(result);
+                            if failed {
+                                return Ok(());
+                            }
+                        }
+                        SinkMsg::Clean(which, reply) => {
+                            let result = sink.clean_staging(which);
                             let failed = result.is_err();
                             let _ = reply.send(result);
                             if failed {
@@ -241,9 +257,11 @@ pub fn failpoint(name: &str) {
 }
 
 /// Start-up recovery, once the lease is held, `point` has been read
-/// ([`Checkpointer::recovery_point`]) and the source reopened at its positions:
+/// ([`Checkpointer::recovery_point`], whose `accept` restored the checkpoint's state
+/// into `pipeline`) and the source reopened at its positions:
 ///
-/// 1. restores the pipeline's state from the checkpoint resumed from;
+/// 1. the pipeline holds the state of the checkpoint resumed from (or, on a fresh
+///    start, every partition of the source afresh);
 /// 2. commits a *start checkpoint*, numbered one past the newest manifest of any kind:
 ///    the fence — no earlier process can commit after it (see [`crate::checkpoint`]);
 ///    it names the resumed checkpoint's state and files, so a crash from here on
@@ -251,8 +269,9 @@ pub fn failpoint(name: &str) {
 /// 3. finishes publishing the resumed checkpoint's files (idempotently);
 /// 4. deletes what earlier, now fenced, processes staged;
 /// 5. retracts the published files of undone epochs — those between the checkpoint
-///    resumed from and the start checkpoint (newer checkpoints that were damaged), and
-///    those the resumed checkpoint itself undid, in case a crash cut that short;
+///    resumed from and the start checkpoint (newer checkpoints that were damaged; when
+///    the checkpoint resumed from is itself a start checkpoint, from where *it* resumed,
+///    so a retraction a crash cut short is finished);
 /// 6. prunes old checkpoints.
 ///
 /// Returns the number of the first epoch to run. Fails with
@@ -276,17 +295,29 @@ pub fn recover(
             reason: "no checkpoint there is usable".into(),
         }));
     }
-    let start_epoch = point.newest.unwrap_or(0) + 1;
+    let start_epoch =
+        point
+            .newest
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or_else(|| CheckpointError::Incompatible {
+                location: checkpointer.location(),
+                name: "the newest manifest".into(),
+                reason: "its epoch number is the largest there is".into(),
+            })?;
     let (state, positions, cursor, staged, resumed_from) = match restored {
         Some(r) => {
-            pipeline.restore(&r.state)?;
             source.set_cursor(r.manifest.cursor);
             (
                 StateRef::of(&r.manifest),
                 r.manifest.positions.clone(),
                 r.manifest.cursor,
                 r.manifest.staged.clone(),
-                r.manifest.epoch,
+                // Resuming from a start checkpoint is resuming from where it resumed:
+                // what it undid stays undone until an ordinary checkpoint commits.
+                r.manifest
+                    .start
+                    .map_or(r.manifest.epoch, |s| s.resumed_from),
             )
         }
         None => (
@@ -312,21 +343,18 @@ pub fn recover(
     )?;
     failpoint("start-committed");
     sink.publish(&staged).map_err(RuntimeError::Sink)?;
-    let cleaned = sink.clean_staging().map_err(RuntimeError::Sink)?;
+    let cleaned = sink
+        .clean_staging(Stale::OlderThanMine)
+        .map_err(RuntimeError::Sink)?;
     if cleaned > 0 {
         tracing::info!(
             files = cleaned,
             "deleted files staged by earlier processes for epochs that never committed"
         );
     }
-    let mut undone = Vec::new();
-    if let Some(range) = restored.and_then(|r| r.manifest.undone()) {
-        undone.push(range);
-    }
-    if resumed_from + 1 < start_epoch {
-        undone.push((resumed_from, start_epoch));
-    }
-    for (after, before) in undone {
+    // One range covers it all: resuming from a start checkpoint inherits its origin.
+    let undone = (resumed_from + 1 < start_epoch).then_some((resumed_from, start_epoch));
+    if let Some((after, before)) = undone {
         let listed = checkpointer.files_of(after, before)?;
         let retracted = sink
             .retract(after, before, &listed)
@@ -348,6 +376,9 @@ pub struct Start<'a> {
     pub epoch: u64,
     /// Checkpoints to take at the end of every epoch.
     pub checkpointer: Option<&'a Checkpointer>,
+    /// For a member of a consumer group: its membership, through which partitions
+    /// assigned and revoked while the run goes are taken over and handed over.
+    pub group: Option<Arc<Member>>,
 }
 
 /// What the reader thread hands the pipeline, in the order it read it. Each item
@@ -366,12 +397,109 @@ enum Read {
     Pending(SourceView),
     /// A bounded source has ended.
     Ended(SourceView),
+    /// Partitions assigned to this process, with where to start each if no
+    /// checkpoint holds it; the reply is where to read each one from.
+    Assign {
+        defaults: Positions,
+        reply: SyncSender<Result<Positions, SourceError>>,
+    },
+    /// Partitions about to be revoked; replied to once they are checkpointed and
+    /// released.
+    Revoke {
+        parts: Vec<u32>,
+        reply: SyncSender<Result<(), SourceError>>,
+    },
+    /// Partitions a bounded run has read to their end; replied to once they are
+    /// checkpointed and handed over.
+    Finished {
+        parts: Vec<u32>,
+        reply: SyncSender<Result<(), SourceError>>,
+    },
+}
+
+/// The [`PartitionHandler`] a source with changing partitions calls from the reader
+/// thread: it queues the change behind the batches read before and waits for the
+/// pipeline's answer.
+struct Handover {
+    to_pipeline: SyncSender<Result<Read, SourceError>>,
+    committed: Arc<std::sync::Mutex<Option<Positions>>>,
+    member: Option<Arc<Member>>,
+}
+
+fn handover_stopped() -> SourceError {
+    SourceError::Handover("the pipeline has stopped".into())
+}
+
+impl PartitionHandler for Handover {
+    fn assigned(&self, defaults: &Positions) -> Result<Positions, SourceError> {
+        let (reply, answer) = sync_channel(1);
+        self.to_pipeline
+            .send(Ok(Read::Assign {
+                defaults: defaults.clone(),
+                reply,
+            }))
+            .map_err(|_| handover_stopped())?;
+        answer.recv().map_err(|_| handover_stopped())?
+    }
+
+    fn revoked(&self, parts: &[u32]) -> Result<(), SourceError> {
+        let (reply, answer) = sync_channel(1);
+        self.to_pipeline
+            .send(Ok(Read::Revoke {
+                parts: parts.to_vec(),
+                reply,
+            }))
+            .map_err(|_| handover_stopped())?;
+        answer.recv().map_err(|_| handover_stopped())?
+    }
+
+    fn finished(&self, parts: &[u32]) -> Result<(), SourceError> {
+        let (reply, answer) = sync_channel(1);
+        self.to_pipeline
+            .send(Ok(Read::Finished {
+                parts: parts.to_vec(),
+                reply,
+            }))
+            .map_err(|_| handover_stopped())?;
+        answer.recv().map_err(|_| handover_stopped())?
+    }
+
+    fn committed(&self) -> Option<Positions> {
+        self.committed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    fn done_elsewhere(&self, ends: &Positions) -> bool {
+        self.member
+            .as_ref()
+            .is_some_and(|m| m.all_handed_over_at(ends).unwrap_or(false))
+    }
+}
+
+/// The lake repairs of a takeover, done by the sink thread.
+struct SinkRepair<'a>(&'a mut SinkThread);
+
+impl LakeRepair for SinkRepair<'_> {
+    fn publish(&mut self, files: &[StagedFile]) -> Result<(), BoxError> {
+        let files = files.to_vec();
+        self.0
+            .ask(|reply| SinkMsg::Publish(files, reply))
+            .map_err(|e| Box::new(e) as BoxError)
+    }
+
+    fn clean_staging_of(&mut self, generation: u64) -> Result<u64, BoxError> {
+        self.0
+            .ask(|reply| SinkMsg::Clean(Stale::Generation(generation), reply))
+            .map_err(|e| Box::new(e) as BoxError)
+    }
 }
 
 /// A source's statuses and positions after a poll.
 struct SourceView {
-    statuses: Vec<PartitionStatus>,
-    positions: Vec<String>,
+    statuses: BTreeMap<u32, PartitionStatus>,
+    positions: Positions,
     cursor: u32,
 }
 
@@ -457,6 +585,12 @@ pub fn run(
     let mut at = SourceView::of(source.as_ref());
     let (to_pipeline, from_reader) = sync_channel(READ_AHEAD);
     let (recycle, recycled) = sync_channel(READ_AHEAD);
+    let committed = Arc::new(std::sync::Mutex::new(None));
+    source.attach(Arc::new(Handover {
+        to_pipeline: to_pipeline.clone(),
+        committed: committed.clone(),
+        member: start.group.clone(),
+    }));
     let (stop, poll_backoff) = (opts.stop.clone(), opts.poll_backoff);
     let handle = std::thread::Builder::new()
         .name("rushhour-read".into())
@@ -465,6 +599,7 @@ pub fn run(
     let reader = Reader {
         from: from_reader,
         recycle,
+        committed: Some(committed),
     };
     let result = drive(&reader, &mut at, pipeline, sink, opts, start, progress);
     // Hanging up stops the reader at its next send.
@@ -499,151 +634,307 @@ pub fn run(
 struct Reader {
     from: Receiver<Result<Read, SourceError>>,
     recycle: SyncSender<SourceBatch>,
+    /// Where the positions of each commit go, for the source to report.
+    committed: Option<Arc<std::sync::Mutex<Option<Positions>>>>,
 }
 
-/// The pipeline's side of [`run`].
+/// The pipeline's side of [`run`]. A failure while this process no longer holds its
+/// lease (or its claims) is reported as that: it is why, not a stray I/O error.
 fn drive(
     reader: &Reader,
     at: &mut SourceView,
     pipeline: &mut Pipeline,
-    mut sink: Box<dyn LakeSink>,
+    sink: Box<dyn LakeSink>,
     opts: &RunOptions,
     start: Start<'_>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<RunReport, RuntimeError> {
-    let started = Instant::now();
-    sink.begin_epoch(start.epoch);
-    let mut sink = SinkThread::start(sink);
-    let first_epoch = start.epoch;
-    let mut epoch = start.epoch;
-    let mut files = 0u64;
-    let mut checkpoint = CheckpointStats::default();
-    let mut last_commit = Instant::now();
-    let mut last_progress = Instant::now();
-    let mut ended = false;
-    let report = |pipeline: &Pipeline, epochs: u64| Progress {
-        counters: pipeline.counters(),
-        watermark: pipeline.watermark(),
-        state_entries: pipeline.state_entries(),
-        epochs,
-        elapsed: started.elapsed(),
-    };
-    let mut close_epoch =
-        |sink: &mut SinkThread, at: &SourceView, pipeline: &mut Pipeline, epoch: u64| {
-            sink.send(pipeline.take_output(true)?)?;
-            let staged = sink.ask(|reply| SinkMsg::Prepare(epoch, reply))?;
-            failpoint("epoch-staged");
-            let staged = if let Some(cp) = start.checkpointer {
-                let t = Instant::now();
-                let state = pipeline.snapshot()?;
-                let state_encode_ms = t.elapsed().as_secs_f64() * 1e3;
-                let state_ref = cp.write_state(epoch, &state)?;
-                failpoint("checkpoint-state-written");
-                // The last moment before the commit: every file it names is there.
-                let staged = sink.ask(|reply| SinkMsg::Verify(staged, reply))?;
-                cp.commit(
-                    &state_ref,
-                    EpochEnd {
-                        epoch,
-                        positions: at.positions.clone(),
-                        cursor: at.cursor,
-                        counters: pipeline.counters(),
-                        staged: staged.clone(),
-                        start: None,
-                        created_at_ms: now_ms(),
-                        state_encode_ms,
-                    },
-                )?;
-                checkpoint = CheckpointStats {
-                    bytes: state.len() as u64,
-                    duration: t.elapsed(),
-                };
-                tracing::debug!(
-                    epoch,
-                    bytes = state.len(),
-                    ms = t.elapsed().as_secs_f64() * 1e3,
-                    "checkpoint committed"
-                );
-                failpoint("checkpoint-committed");
-                staged
-            } else {
-                staged
-            };
-            let n = staged.len() as u64;
-            sink.ask(|reply| SinkMsg::Publish(staged, reply))?;
-            failpoint("epoch-published");
-            if let Some(cp) = start.checkpointer {
-                cp.prune()?;
-            }
-            Ok::<u64, RuntimeError>(n)
-        };
-    while !opts.stop.load(Ordering::Relaxed) {
-        // Wake up now and then to see the stop flag and the epoch clock.
-        let read = match reader.from.recv_timeout(opts.poll_backoff) {
-            Ok(read) => Some(read?),
-            Err(RecvTimeoutError::Timeout) => None,
-            // The reader hangs up after `Ended` (handled below), after a stop, or
-            // because it failed: then nothing past `at` can be trusted to come.
-            Err(RecvTimeoutError::Disconnected) if opts.stop.load(Ordering::Relaxed) => break,
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err(RuntimeError::Reader(String::new()));
-            }
-        };
-        match read {
-            Some(Read::Records {
-                batch,
-                decoded,
-                at: view,
-            }) => {
-                pipeline.process_decoded(&batch, &decoded, now_ms())?;
-                pipeline.set_statuses(&view.statuses);
-                pipeline.advance();
-                *at = view;
-                // Full or gone: then the buffer is simply dropped.
-                let _ = reader.recycle.try_send(batch);
-            }
-            Some(Read::Pending(view)) => {
-                pipeline.set_statuses(&view.statuses);
-                pipeline.advance();
-                *at = view;
-            }
-            Some(Read::Ended(view)) => {
-                *at = view;
-                pipeline.flush_all();
-                ended = true;
-                break;
-            }
-            None => {}
-        }
-        sink.send(pipeline.take_output(false)?)?;
-        if let Some(cp) = start.checkpointer
-            && cp.lease().is_lost()
+    let checkpointer = start.checkpointer;
+    let result = Driver::new(sink, start).run(reader, at, pipeline, opts, progress);
+    match (result, checkpointer) {
+        (Err(e), Some(cp)) if !matches!(e, RuntimeError::Checkpoint(_)) => match cp.fence().check()
         {
-            // The renewal found the lease gone: stop now rather than at the commit.
-            cp.lease().check().map_err(CheckpointError::from)?;
-        }
-        if last_commit.elapsed() >= opts.commit_interval {
-            files += close_epoch(&mut sink, at, pipeline, epoch)?;
-            epoch += 1;
-            last_commit = Instant::now();
-        }
-        if last_progress.elapsed() >= Duration::from_millis(200) {
-            progress(&report(pipeline, epoch - first_epoch));
-            last_progress = Instant::now();
+            Err(lost) => Err(lost.into()),
+            Ok(()) => Err(e),
+        },
+        (result, _) => result,
+    }
+}
+
+/// The state of the pipeline thread through a run.
+struct Driver<'a> {
+    sink: SinkThread,
+    start: Start<'a>,
+    started: Instant,
+    epoch: u64,
+    files: u64,
+    checkpoint: CheckpointStats,
+    last_commit: Instant,
+    /// Counts of partitions read to their end and handed over during the run.
+    finished: Counters,
+}
+
+impl<'a> Driver<'a> {
+    fn new(mut sink: Box<dyn LakeSink>, start: Start<'a>) -> Driver<'a> {
+        sink.begin_epoch(start.epoch);
+        Driver {
+            sink: SinkThread::start(sink),
+            epoch: start.epoch,
+            start,
+            started: Instant::now(),
+            files: 0,
+            checkpoint: CheckpointStats::default(),
+            last_commit: Instant::now(),
+            finished: Counters::default(),
         }
     }
-    files += close_epoch(&mut sink, at, pipeline, epoch)?;
-    sink.close()?;
-    progress(&report(pipeline, epoch + 1 - first_epoch));
-    Ok(RunReport {
-        counters: pipeline.counters(),
-        epochs: epoch + 1 - first_epoch,
-        last_epoch: epoch,
-        files,
-        ended,
-        checkpoint,
-        elapsed: started.elapsed(),
-    })
+
+    fn progress(&self, pipeline: &Pipeline, epochs: u64) -> Progress {
+        let mut counters = pipeline.counters();
+        counters += self.finished;
+        Progress {
+            counters,
+            watermark: pipeline.watermark(),
+            state_entries: pipeline.state_entries(),
+            epochs,
+            elapsed: self.started.elapsed(),
+        }
+    }
+
+    fn run(
+        mut self,
+        reader: &Reader,
+        at: &mut SourceView,
+        pipeline: &mut Pipeline,
+        opts: &RunOptions,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<RunReport, RuntimeError> {
+        let first_epoch = self.start.epoch;
+        let mut last_progress = Instant::now();
+        let mut ended = false;
+        while !opts.stop.load(Ordering::Relaxed) {
+            // Wake up now and then to see the stop flag and the epoch clock.
+            let read = match reader.from.recv_timeout(opts.poll_backoff) {
+                Ok(read) => Some(read?),
+                Err(RecvTimeoutError::Timeout) => None,
+                // The reader hangs up after `Ended` (handled below), after a stop, or
+                // because it failed: then nothing past `at` can be trusted to come.
+                Err(RecvTimeoutError::Disconnected) if opts.stop.load(Ordering::Relaxed) => {
+                    break;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(RuntimeError::Reader(String::new()));
+                }
+            };
+            match read {
+                Some(Read::Records {
+                    batch,
+                    decoded,
+                    at: view,
+                }) => {
+                    pipeline.process_decoded(&batch, &decoded, now_ms())?;
+                    pipeline.set_statuses(&view.statuses);
+                    pipeline.advance();
+                    *at = view;
+                    // Full or gone: then the buffer is simply dropped.
+                    let _ = reader.recycle.try_send(batch);
+                }
+                Some(Read::Pending(view)) => {
+                    pipeline.set_statuses(&view.statuses);
+                    pipeline.advance();
+                    *at = view;
+                }
+                Some(Read::Ended(view)) => {
+                    *at = view;
+                    pipeline.flush_all();
+                    ended = true;
+                    break;
+                }
+                Some(Read::Assign { defaults, reply }) => {
+                    let taken = self.assign(&defaults, at, pipeline);
+                    let answer = match &taken {
+                        Ok(positions) => Ok(positions.clone()),
+                        Err(e) => Err(SourceError::Handover(e.to_string())),
+                    };
+                    let _ = reply.send(answer);
+                    taken?;
+                }
+                Some(Read::Finished { parts, reply }) => {
+                    // Everything held is read to its end: its windows are final here,
+                    // as at the end of a file (the state handed over has none open).
+                    if pipeline.held().iter().all(|p| parts.contains(p)) {
+                        pipeline.flush_all();
+                    }
+                    let counters = pipeline.counters_of(&parts);
+                    let given = self.revoke(&parts, at, pipeline, &reader.committed);
+                    if given.is_ok() {
+                        self.finished += counters;
+                    }
+                    let answer = match &given {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(SourceError::Handover(e.to_string())),
+                    };
+                    let _ = reply.send(answer);
+                    given?;
+                }
+                Some(Read::Revoke { parts, reply }) => {
+                    let given = self.revoke(&parts, at, pipeline, &reader.committed);
+                    let answer = match &given {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(SourceError::Handover(e.to_string())),
+                    };
+                    let _ = reply.send(answer);
+                    given?;
+                }
+                None => {}
+            }
+            self.sink.send(pipeline.take_output(false)?)?;
+            if let Some(cp) = self.start.checkpointer
+                && cp.fence().is_lost()
+            {
+                // The renewal found the lease gone: stop now rather than at the commit.
+                cp.fence().check()?;
+            }
+            if self.last_commit.elapsed() >= opts.commit_interval {
+                self.close_epoch(at, pipeline, &reader.committed)?;
+            }
+            if last_progress.elapsed() >= Duration::from_millis(200) {
+                progress(&self.progress(pipeline, self.epoch - first_epoch));
+                last_progress = Instant::now();
+            }
+        }
+        self.close_epoch(at, pipeline, &reader.committed)?;
+        let mut counters = pipeline.counters();
+        counters += self.finished;
+        // A member that stops cleanly hands its partitions over, so that whoever takes
+        // them next need not fence it.
+        if let Some(member) = &self.start.group {
+            let held = pipeline.held();
+            member.give_up(&held, pipeline, &at.positions)?;
+        }
+        let epochs = self.epoch - first_epoch;
+        progress(&self.progress(pipeline, epochs));
+        self.sink.close()?;
+        Ok(RunReport {
+            counters,
+            epochs,
+            last_epoch: self.epoch - 1,
+            files: self.files,
+            ended,
+            checkpoint: self.checkpoint,
+            elapsed: self.started.elapsed(),
+        })
+    }
+
+    /// Takes over assigned partitions (a consumer group's member).
+    fn assign(
+        &mut self,
+        defaults: &Positions,
+        at: &mut SourceView,
+        pipeline: &mut Pipeline,
+    ) -> Result<Positions, RuntimeError> {
+        let Some(member) = self.start.group.as_deref() else {
+            return Err(RuntimeError::Reader(
+                "a source assigned partitions to a process that is not a group member".into(),
+            ));
+        };
+        let positions = member.take(defaults, pipeline, &mut SinkRepair(&mut self.sink))?;
+        tracing::info!(partitions = ?positions.keys().collect::<Vec<_>>(), held = ?pipeline.held(), "partitions assigned and taken over");
+        // Until the source reports them, the next checkpoint has them from here.
+        at.positions
+            .extend(positions.iter().map(|(p, pos)| (*p, *pos)));
+        Ok(positions)
+    }
+
+    /// Checkpoints, then releases, partitions about to be revoked.
+    fn revoke(
+        &mut self,
+        parts: &[u32],
+        at: &mut SourceView,
+        pipeline: &mut Pipeline,
+        committed: &Option<Arc<std::sync::Mutex<Option<Positions>>>>,
+    ) -> Result<(), RuntimeError> {
+        let Some(member) = self.start.group.clone() else {
+            return Ok(());
+        };
+        self.close_epoch(at, pipeline, committed)?;
+        member.give_up(parts, pipeline, &at.positions)?;
+        tracing::info!(partitions = ?parts, held = ?pipeline.held(), "partitions revoked and handed over");
+        at.positions.retain(|p, _| !parts.contains(p));
+        at.statuses.retain(|p, _| !parts.contains(p));
+        Ok(())
+    }
+
+    /// Ends the current epoch: stage its files, commit a checkpoint naming them, then
+    /// publish them. `committed`, when given, receives the positions committed.
+    fn close_epoch(
+        &mut self,
+        at: &SourceView,
+        pipeline: &mut Pipeline,
+        committed: &Option<Arc<std::sync::Mutex<Option<Positions>>>>,
+    ) -> Result<(), RuntimeError> {
+        let epoch = self.epoch;
+        self.sink.send(pipeline.take_output(true)?)?;
+        let staged = self.sink.ask(|reply| SinkMsg::Prepare(epoch, reply))?;
+        failpoint("epoch-staged");
+        let staged = if let Some(cp) = self.start.checkpointer {
+            let t = Instant::now();
+            let state = pipeline.snapshot()?;
+            let state_encode_ms = t.elapsed().as_secs_f64() * 1e3;
+            let state_ref = cp.write_state(epoch, &state)?;
+            failpoint("checkpoint-state-written");
+            cp.fence().check()?;
+            // The last moment before the commit: every file it names is there.
+            let staged = self.sink.ask(|reply| SinkMsg::Verify(staged, reply))?;
+            // Positions of the partitions whose state this checkpoint holds, only.
+            let mut positions = at.positions.clone();
+            positions.retain(|p, _| pipeline.holds(*p));
+            cp.commit(
+                &state_ref,
+                EpochEnd {
+                    epoch,
+                    positions: positions.clone(),
+                    cursor: at.cursor,
+                    counters: pipeline.counters(),
+                    staged: staged.clone(),
+                    start: None,
+                    created_at_ms: now_ms(),
+                    state_encode_ms,
+                },
+            )?;
+            self.checkpoint = CheckpointStats {
+                bytes: state.len() as u64,
+                duration: t.elapsed(),
+            };
+            tracing::debug!(
+                epoch,
+                bytes = state.len(),
+                ms = t.elapsed().as_secs_f64() * 1e3,
+                "checkpoint committed"
+            );
+            failpoint("checkpoint-committed");
+            if let Some(member) = &self.start.group {
+                member.committed();
+            }
+            if let Some(slot) = committed {
+                *slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(positions);
+            }
+            staged
+        } else {
+            staged
+        };
+        self.files += staged.len() as u64;
+        self.sink.ask(|reply| SinkMsg::Publish(staged, reply))?;
+        failpoint("epoch-published");
+        if let Some(cp) = self.start.checkpointer {
+            cp.prune()?;
+        }
+        self.epoch += 1;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
 }
 
 /// Size and duration of a checkpoint.

@@ -27,6 +27,15 @@ pub struct StagedFile {
     pub bytes: u64,
 }
 
+/// Whose staged files [`LakeSink::clean_staging`] deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// Every generation older than this process's.
+    OlderThanMine,
+    /// One generation (a fenced consumer-group member).
+    Generation(u64),
+}
+
 /// Where the processor's output goes.
 ///
 /// Life cycle, per epoch: [`begin_epoch`](LakeSink::begin_epoch), any number of
@@ -57,12 +66,13 @@ pub trait LakeSink: Send {
     /// already published (its staged copy gone and its target present) is skipped.
     fn publish(&mut self, files: &[StagedFile]) -> Result<(), BoxError>;
 
-    /// Deletes what earlier processes of this pipeline staged (those with an older
-    /// lease generation): files of epochs that never committed, whose records are read
-    /// again. Called at start-up, after re-publishing the last checkpoint and after the
-    /// start checkpoint fenced those processes — they can never commit. Never touches
-    /// the staging of this or a newer generation.
-    fn clean_staging(&mut self) -> Result<u64, BoxError>;
+    /// Deletes what other processes of this pipeline staged — `which` says whose —
+    /// files of epochs that never committed, whose records are read again. Called only
+    /// once those processes can never commit: at start-up after the start checkpoint
+    /// fenced every earlier one ([`Stale::OlderThanMine`]), or in a consumer group
+    /// after one member fenced another ([`Stale::Generation`]). Never touches this
+    /// process's own staging.
+    fn clean_staging(&mut self, which: Stale) -> Result<u64, BoxError>;
 
     /// Deletes this pipeline's published files of the epochs in `(after, before)` (both
     /// exclusive): those whose names carry such an epoch, and the `listed` ones (lake

@@ -132,6 +132,8 @@ impl KnobStage {
                 &mut rec.payload,
                 Malformation::ALL[self.malformed % Malformation::ALL.len()],
             );
+            // A malformed record has no key a producer could trust (CONTRACT §1).
+            rec.key.clear();
             self.malformed += 1;
         }
         let emit_at = if k.late_fraction > 0.0 && self.rng.random_bool(k.late_fraction) {

@@ -44,7 +44,7 @@
 //! use rushhour_producer::{generate, open_sink, RunLimits, SimConfig};
 //! use rushhour_schemas::Endpoint;
 //!
-//! let mut sink = open_sink(&Endpoint::Log("/tmp/events".into()), 4)?;
+//! let mut sink = open_sink(&Endpoint::Log("/tmp/events".into()), &Default::default())?;
 //! let limits = RunLimits { orders: Some(1_000), ..RunLimits::default() };
 //! let stop = AtomicBool::new(false);
 //! let report = generate(&SimConfig::default(), &limits, &mut *sink, &mut |_| {}, &stop)?;
@@ -64,7 +64,7 @@ use std::path::PathBuf;
 pub use knobs::Knobs;
 pub use run::{Report, RunLimits, generate};
 pub use sim::{DEFAULT_START_MS, Produced, SimConfig, Simulation};
-pub use sink::{EventSink, FileSink, LogSink, MemorySink, open_sink};
+pub use sink::{EventSink, FileSink, LogSink, MemorySink, SinkOptions, open_sink};
 
 /// Errors of the generator.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,14 @@ pub enum ProducerError {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// Writing to a Kafka sink failed (the broker, the topic, a delivery).
+    #[error("writing to {sink}: {reason}")]
+    Kafka {
+        /// The sink, as its URL.
+        sink: String,
+        /// What failed.
+        reason: String,
     },
     /// Writing to a stream-log sink failed.
     #[error("writing to {sink}: {source}")]
@@ -110,6 +118,9 @@ impl ProducerError {
     /// Whether trying again might succeed: an I/O failure may be transient (a full
     /// disk, a lock held by another writer); bad settings and unsupported sinks are not.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProducerError::Io { .. } | ProducerError::Log { .. })
+        matches!(
+            self,
+            ProducerError::Io { .. } | ProducerError::Log { .. } | ProducerError::Kafka { .. }
+        )
     }
 }

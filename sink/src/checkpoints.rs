@@ -68,10 +68,15 @@ impl ObjectCheckpointStore {
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(Box::new(e)),
         };
+        // Only directories named like pipelines: not one moved aside by hand.
         let mut names: Vec<String> = listed
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(str::to_owned))
+            .filter(|n| {
+                n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
             .collect();
         names.sort();
         Ok(names)

@@ -28,6 +28,7 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
+use rushhour_processor::sink::Stale;
 use rushhour_processor::{BoxError, LakeSink, StagedFile, TableBatch};
 use rushhour_schemas::Table;
 
@@ -330,19 +331,25 @@ impl ParquetSink {
         Ok(deleted)
     }
 
-    /// Deletes what older generations of this pipeline staged.
-    fn delete_staged(&mut self) -> Result<u64, SinkError> {
+    /// Deletes what other generations of this pipeline staged: `which` says whose.
+    fn delete_staged(&mut self, which: Stale) -> Result<u64, SinkError> {
         let root = self.lake.path(&format!("_staging/{}", self.pipeline));
         let listed = self.list_under(&format!("_staging/{}", self.pipeline))?;
         let mut deleted = 0;
         for meta in &listed {
-            let older = meta
+            let stale = meta
                 .location
                 .prefix_match(&root)
                 .and_then(|mut parts| parts.next())
                 .and_then(|dir| parse_generation_dir(dir.as_ref()))
-                .is_some_and(|g| g < self.generation);
-            if older && self.delete(&meta.location)? {
+                .is_some_and(|g| {
+                    g != self.generation
+                        && match which {
+                            Stale::OlderThanMine => g < self.generation,
+                            Stale::Generation(one) => g == one,
+                        }
+                });
+            if stale && self.delete(&meta.location)? {
                 deleted += 1;
             }
         }
@@ -451,8 +458,8 @@ impl LakeSink for ParquetSink {
         Ok(self.publish_files(files)?)
     }
 
-    fn clean_staging(&mut self) -> Result<u64, BoxError> {
-        Ok(self.delete_staged()?)
+    fn clean_staging(&mut self, which: Stale) -> Result<u64, BoxError> {
+        Ok(self.delete_staged(which)?)
     }
 
     fn retract(&mut self, after: u64, before: u64, listed: &[String]) -> Result<u64, BoxError> {

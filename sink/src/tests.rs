@@ -139,7 +139,8 @@ fn staging_is_cleaned_only_for_older_generations() {
         sink.prepare_commit(1).unwrap();
     }
     // Generation 2 cleans up after 1, never after itself, 3, or pipeline p-2.
-    assert_eq!(sinks[1].clean_staging().unwrap(), 1);
+    assert_eq!(sinks[1].clean_staging(Stale::Generation(2)).unwrap(), 0);
+    assert_eq!(sinks[1].clean_staging(Stale::OlderThanMine).unwrap(), 1);
     let left: Vec<String> = files_under(dir.path())
         .into_iter()
         .map(|f| f.split('/').take(3).collect::<Vec<_>>().join("/"))

@@ -5,6 +5,7 @@
 use anyhow::{Context, bail};
 use rushhour_processor::checkpoint::{CheckpointInfo, inspect};
 use rushhour_processor::lease::{LeaseRecord, PIPELINE_SCOPE, newest};
+use rushhour_processor::source::Positions;
 use rushhour_processor::{CheckpointStore, Pipeline, runtime::now_ms};
 use rushhour_schemas::time::format_millis;
 use rushhour_sink::{Lake, ObjectCheckpointStore};
@@ -38,7 +39,7 @@ struct CheckpointRow {
     generation: Option<u64>,
     /// For a start checkpoint: the epoch it resumed from (0: a fresh start).
     resumed_from: Option<u64>,
-    positions: Vec<String>,
+    positions: Positions,
     state: Option<String>,
     state_bytes: Option<u64>,
     files: Option<usize>,
@@ -140,7 +141,11 @@ fn print_text(reports: &[PipelineReport]) -> String {
                 c.files.map_or("-".into(), |n| n.to_string()),
                 c.read.map_or("-".into(), |n| n.to_string()),
                 status,
-                c.positions.join(" "),
+                c.positions
+                    .iter()
+                    .map(|(p, pos)| format!("{p}:{pos}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ));
             if let Some(problem) = &c.problem {
                 out.push_str(&format!("  {:>8}  ^ {problem}\n", ""));

@@ -67,7 +67,8 @@ pub fn run(args: &DemoArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         rate: None,
         duration: None,
         seed: args.seed,
-        partitions: 4,
+        partitions: Some(4),
+        compression: crate::cli::KafkaCompression::Lz4,
         start,
         stores: 40,
         riders: 7000,
@@ -106,6 +107,10 @@ pub fn run(args: &DemoArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         lease_ttl: Duration::from_secs(30),
         wait_for_lease: false,
         max_future: None,
+        group: None,
+        start: crate::cli::StartAt::Earliest,
+        session_timeout: Duration::from_secs(10),
+        assignor: crate::cli::Assignor::Range,
         quiet: false,
     };
     eprintln!("2/3 processing into the lake {lake} …");

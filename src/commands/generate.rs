@@ -49,8 +49,8 @@ pub fn run_generate(
         rate: args.rate,
         duration: args.duration,
     };
-    let mut sink =
-        open_sink(&args.to, args.partitions).with_context(|| format!("cannot open {}", args.to))?;
+    let mut sink = open_sink(&args.to, &args.compression.sink_options(args.partitions))
+        .with_context(|| format!("cannot open {}", args.to))?;
     let bar = spinner(quiet);
     let report = generate(
         &config,

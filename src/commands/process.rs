@@ -5,8 +5,12 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 use rushhour_processor::checkpoint::CheckpointError;
+use rushhour_processor::group::Member;
 use rushhour_processor::lease::PIPELINE_SCOPE;
-use rushhour_processor::source::{SourceOptions, open_source};
+use rushhour_processor::source::kafka::{
+    Assignor as KafkaAssignor, KafkaSettings, StartAt as KafkaStart,
+};
+use rushhour_processor::source::{SourceOptions, open_source, position_style};
 use rushhour_processor::{
     CheckpointStore, Checkpointer, Holder, Lease, LeaseKeeper, LeaseOptions, Pipeline,
     PipelineConfig, RecoveryPoint, RunOptions, RunReport, RuntimeError, Start, recover,
@@ -15,7 +19,7 @@ use rushhour_processor::{
 use rushhour_schemas::Endpoint;
 use rushhour_sink::{Lake, ObjectCheckpointStore, ParquetSink, SinkOptions};
 
-use crate::cli::ProcessArgs;
+use crate::cli::{Assignor, ProcessArgs, StartAt};
 use crate::progress::{process_line, spinner};
 
 fn ms(d: std::time::Duration) -> anyhow::Result<i64> {
@@ -70,6 +74,42 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
             .with_context(|| format!("cannot open the checkpoint directory {url}"))?,
         None => ObjectCheckpointStore::in_lake(&lake, &name)?,
     });
+    let cfg = PipelineConfig {
+        lateness_ms: ms(args.lateness)?,
+        order_ttl_ms: ms(args.order_ttl)?,
+        max_future_ms: args.max_future.map(ms).transpose()?,
+        ..PipelineConfig::default()
+    };
+    let source_opts = SourceOptions {
+        until_end: args.until_end,
+        idle_timeout: args.idle_timeout,
+        kafka: KafkaSettings {
+            group: args.group.clone().unwrap_or_else(|| name.clone()),
+            start: match args.start {
+                StartAt::Earliest => KafkaStart::Earliest,
+                StartAt::Latest => KafkaStart::Latest,
+            },
+            session_timeout: args.session_timeout,
+            assignor: match args.assignor {
+                Assignor::CooperativeSticky => KafkaAssignor::CooperativeSticky,
+                Assignor::Range => KafkaAssignor::Range,
+            },
+        },
+        ..Default::default()
+    };
+    let source_name = args.from.to_string();
+    let opts = RunOptions {
+        commit_interval: args.checkpoint_interval,
+        stop: stop.clone(),
+        ..RunOptions::default()
+    };
+    if matches!(args.from, Endpoint::Kafka { .. }) {
+        return process_group(args, &lake, &name, store, cfg, &source_opts, &opts);
+    }
+    if args.group.is_some() {
+        bail!("--group is for kafka:// sources (a file or log is read by one process)");
+    }
+
     let lease_opts = LeaseOptions {
         ttl: args.lease_ttl,
         wait: args.wait_for_lease,
@@ -96,7 +136,6 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
         },
     )?);
     let keeper = LeaseKeeper::start(lease.clone()).context("cannot start the lease renewal")?;
-    let source_name = args.from.to_string();
     let checkpointer = Checkpointer::new(
         store,
         lease.clone(),
@@ -104,20 +143,12 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
         &source_name,
         args.retain_checkpoints as usize,
     );
-    let cfg = PipelineConfig {
-        lateness_ms: ms(args.lateness)?,
-        order_ttl_ms: ms(args.order_ttl)?,
-        max_future_ms: args.max_future.map(ms).transpose()?,
-        ..PipelineConfig::default()
-    };
-    let source_opts = SourceOptions {
-        until_end: args.until_end,
-        idle_timeout: args.idle_timeout,
-        ..Default::default()
-    };
     let mut tries = 0;
     let (source, mut pipeline, sink, epoch) = loop {
-        let point = match checkpointer.recovery_point() {
+        let mut pipeline = Pipeline::new(cfg.clone(), &source_name, position_style(&args.from));
+        let point = match checkpointer
+            .recovery_point(&mut |r| pipeline.restore(&r.state).map_err(|e| e.to_string()))
+        {
             Ok(point) => point,
             Err(e @ CheckpointError::Version { .. }) => {
                 bail!(
@@ -141,24 +172,20 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
         if let Some(r) = &point.restored {
             tracing::info!(epoch = r.manifest.epoch, "resuming from checkpoint");
         }
-        let positions = point
-            .restored
-            .as_ref()
-            .map(|r| r.manifest.positions.as_slice());
+        let positions = point.restored.as_ref().map(|r| &r.manifest.positions);
         let mut source = open_source(&args.from, &source_opts, positions)
             .with_context(|| format!("cannot open {}", args.from))?;
+        for part in source.partitions() {
+            if !pipeline.holds(part) {
+                pipeline.hold(part);
+            }
+        }
         let mut sink = ParquetSink::new(
             lake.clone(),
             &name,
             lease.generation(),
             SinkOptions::default(),
         )?;
-        let mut pipeline = Pipeline::new(
-            cfg.clone(),
-            source.name(),
-            source.partitions(),
-            source.position_style(),
-        );
         match recover(
             &checkpointer,
             &point,
@@ -181,14 +208,10 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
             }
         }
     };
-    let opts = RunOptions {
-        commit_interval: args.checkpoint_interval,
-        stop: stop.clone(),
-        ..RunOptions::default()
-    };
     let start = Start {
         epoch,
         checkpointer: Some(&checkpointer),
+        group: None,
     };
     let bar = spinner(args.quiet);
     let report = run_pipeline(
@@ -209,6 +232,50 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
         tracing::warn!(error = %e, "cannot release the lease; the next start waits for its expiry");
     }
     Ok(report)
+}
+
+/// A Kafka source: this process joins the pipeline as one member of its consumer
+/// group, and takes partitions over (and hands them over) as the group assigns them.
+fn process_group(
+    args: &ProcessArgs,
+    lake: &Lake,
+    name: &str,
+    store: Arc<dyn CheckpointStore>,
+    cfg: PipelineConfig,
+    source_opts: &SourceOptions,
+    opts: &RunOptions,
+) -> anyhow::Result<RunReport> {
+    let source_name = args.from.to_string();
+    let member = Arc::new(Member::join(
+        store,
+        name,
+        &source_name,
+        Holder::this_process(),
+    )?);
+    tracing::info!(member = member.id(), "joined the pipeline");
+    let checkpointer = member.checkpointer(args.retain_checkpoints as usize);
+    let source = open_source(&args.from, source_opts, None)
+        .with_context(|| format!("cannot open {}", args.from))?;
+    let sink = ParquetSink::new(lake.clone(), name, member.id(), SinkOptions::default())?;
+    let mut pipeline = Pipeline::new(cfg, &source_name, position_style(&args.from));
+    let start = Start {
+        epoch: 1,
+        checkpointer: Some(&checkpointer),
+        group: Some(member.clone()),
+    };
+    let bar = spinner(args.quiet);
+    let report = run_pipeline(
+        source,
+        &mut pipeline,
+        Box::new(sink),
+        opts,
+        start,
+        &mut |p| {
+            bar.set_message(process_line(p));
+        },
+    );
+    bar.finish_and_clear();
+    Ok(report?)
 }
 
 /// The error when checkpoints exist but none can be resumed from: what is wrong, and
@@ -252,8 +319,8 @@ fn start_over_steps(
     format!(
         "To start pipeline {name} over from the beginning of its source:\n  \
          1. stop every process of the pipeline (`rushhour checkpoints --lake {lake} --checkpoint {location}` names the lease holder);\n  \
-         2. move its checkpoints away: mv {location} {location}.old\n  \
-         3. delete its files from the lake: find {lake}/raw {lake}/curated {files} -delete\n  \
+         2. move its checkpoints out of the lake: mv {location} {lake}.{name}.checkpoints.old\n  \
+         3. delete its files and staging from the lake: find {lake}/raw {lake}/curated {files} -delete; rm -rf {lake}/_staging/{name}\n  \
          4. run the same `rushhour process` command again."
     )
 }

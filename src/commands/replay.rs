@@ -22,8 +22,8 @@ pub fn run(args: &ReplayArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     {
         anyhow::bail!("--from-time must be before --to-time");
     }
-    let mut sink =
-        open_sink(&args.to, args.partitions).with_context(|| format!("cannot open {}", args.to))?;
+    let mut sink = open_sink(&args.to, &args.compression.sink_options(args.partitions))
+        .with_context(|| format!("cannot open {}", args.to))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

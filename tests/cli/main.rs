@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
+mod kafka;
 mod ownership;
 mod recovery;
 
@@ -349,7 +350,7 @@ fn stdin_source_and_unreadable_inputs() {
         &[
             "process",
             "--from",
-            "kafka://127.0.0.1:9/t",
+            "kinesis://events",
             "--lake",
             lake.to_str().unwrap(),
         ],

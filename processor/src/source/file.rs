@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use rushhour_schemas::{Endpoint, is_blank};
 
+use std::collections::BTreeMap;
+
 use super::{
-    PartitionStatus, Poll, PositionStyle, Source, SourceBatch, SourceError, SourceOptions,
+    PartitionStatus, Poll, Position, PositionStyle, Positions, Source, SourceBatch, SourceError,
+    SourceOptions,
 };
 
 enum Input {
@@ -48,11 +51,11 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// Opens the file (or stdin), resuming at `positions[0]` when given.
+    /// Opens the file (or stdin), resuming at the position of partition 0 when given.
     pub fn open(
         endpoint: &Endpoint,
         opts: &SourceOptions,
-        positions: Option<&[String]>,
+        positions: Option<&Positions>,
     ) -> Result<FileSource, SourceError> {
         let name = endpoint.to_string();
         let (path, mut input) = match endpoint {
@@ -77,16 +80,15 @@ impl FileSource {
             }
         };
         let (mut next_line, mut next_byte) = (1, 0);
-        if let Some(pos) = positions.and_then(|p| p.first()) {
+        if let Some(positions) = positions {
             let bad = |reason: &str| SourceError::BadPosition {
                 source_url: name.clone(),
                 reason: reason.into(),
             };
-            let (line, byte) = pos
-                .split_once('@')
-                .ok_or_else(|| bad("malformed position"))?;
-            next_line = line.parse().map_err(|_| bad("malformed line number"))?;
-            next_byte = byte.parse().map_err(|_| bad("malformed byte offset"))?;
+            let Some(&Position::File { line, byte }) = positions.get(&0) else {
+                return Err(bad("the checkpoint holds no file position for partition 0"));
+            };
+            (next_line, next_byte) = (line, byte);
             match &mut input {
                 Input::File(f) => {
                     let len = f
@@ -174,8 +176,8 @@ impl Source for FileSource {
         &self.name
     }
 
-    fn partitions(&self) -> u32 {
-        1
+    fn partitions(&self) -> Vec<u32> {
+        vec![0]
     }
 
     fn position_style(&self) -> PositionStyle {
@@ -225,7 +227,7 @@ impl Source for FileSource {
         }
     }
 
-    fn statuses(&self) -> Vec<PartitionStatus> {
+    fn statuses(&self) -> BTreeMap<u32, PartitionStatus> {
         // Only a followed file can be idle: a bounded input is read to its end, and a
         // stall of this process must not count as silence of the input.
         let status = if self.eof {
@@ -235,11 +237,17 @@ impl Source for FileSource {
         } else {
             PartitionStatus::Active
         };
-        vec![status]
+        BTreeMap::from([(0, status)])
     }
 
-    fn positions(&self) -> Vec<String> {
-        vec![format!("{}@{}", self.next_line, self.next_byte)]
+    fn positions(&self) -> Positions {
+        BTreeMap::from([(
+            0,
+            Position::File {
+                line: self.next_line,
+                byte: self.next_byte,
+            },
+        )])
     }
 }
 

@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use rushhour_streamlog::{LogPosition, PartitionReader, ReadBatch, ReadStatus};
 
+use std::collections::BTreeMap;
+
 use super::{
-    PartitionStatus, Poll, PositionStyle, Source, SourceBatch, SourceError, SourceOptions,
+    PartitionStatus, Poll, Position, PositionStyle, Positions, Source, SourceBatch, SourceError,
+    SourceOptions,
 };
 
 struct Part {
@@ -35,27 +38,36 @@ impl LogSource {
     pub fn open(
         dir: &Path,
         opts: &SourceOptions,
-        positions: Option<&[String]>,
+        positions: Option<&Positions>,
     ) -> Result<LogSource, SourceError> {
         let name = format!("log:{}", dir.display());
         let n = rushhour_streamlog::partitions(dir)?;
         if let Some(p) = positions
-            && p.len() != n as usize
+            && p.keys().any(|&k| k >= n)
         {
             return Err(SourceError::BadPosition {
                 source_url: name,
-                reason: format!("the checkpoint has {} partitions, the log {n}", p.len()),
+                reason: format!("the checkpoint has partitions the log (of {n}) does not"),
             });
         }
         let mut parts = Vec::with_capacity(n as usize);
         for partition in 0..n {
-            let from = match positions {
-                Some(p) => Some(parse_position(&p[partition as usize]).ok_or_else(|| {
-                    SourceError::BadPosition {
-                        source_url: name.clone(),
-                        reason: format!("malformed position `{}`", p[partition as usize]),
-                    }
-                })?),
+            let from = match positions.and_then(|p| p.get(&partition)) {
+                Some(&Position::Log {
+                    offset,
+                    segment,
+                    byte,
+                }) => Some(LogPosition {
+                    offset,
+                    segment,
+                    byte,
+                }),
+                Some(other) => {
+                    return Err(SourceError::BadPosition {
+                        source_url: name,
+                        reason: format!("partition {partition}: {other:?} is not a log position"),
+                    });
+                }
                 None => None,
             };
             parts.push(Part {
@@ -76,27 +88,13 @@ impl LogSource {
     }
 }
 
-fn parse_position(text: &str) -> Option<LogPosition> {
-    let mut it = text.split('/').map(|v| v.parse::<u64>().ok());
-    let pos = LogPosition {
-        offset: it.next()??,
-        segment: it.next()??,
-        byte: it.next()??,
-    };
-    it.next().is_none().then_some(pos)
-}
-
-fn format_position(pos: LogPosition) -> String {
-    format!("{}/{}/{}", pos.offset, pos.segment, pos.byte)
-}
-
 impl Source for LogSource {
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn partitions(&self) -> u32 {
-        self.parts.len() as u32
+    fn partitions(&self) -> Vec<u32> {
+        (0..self.parts.len() as u32).collect()
     }
 
     fn position_style(&self) -> PositionStyle {
@@ -136,19 +134,21 @@ impl Source for LogSource {
         }
     }
 
-    fn statuses(&self) -> Vec<PartitionStatus> {
+    fn statuses(&self) -> BTreeMap<u32, PartitionStatus> {
         // A bounded run reads every partition to its end: a stall of this process
         // must not count as silence of a partition, so only a followed log has idle ones.
         self.parts
             .iter()
-            .map(|p| {
-                if p.ended {
+            .enumerate()
+            .map(|(i, p)| {
+                let status = if p.ended {
                     PartitionStatus::Finished
                 } else if !self.until_end && p.last_data.elapsed() >= self.idle_timeout {
                     PartitionStatus::Idle
                 } else {
                     PartitionStatus::Active
-                }
+                };
+                (i as u32, status)
             })
             .collect()
     }
@@ -161,10 +161,25 @@ impl Source for LogSource {
         self.next = cursor as usize % self.parts.len().max(1);
     }
 
-    fn positions(&self) -> Vec<String> {
+    fn positions(&self) -> Positions {
         self.parts
             .iter()
-            .map(|p| format_position(p.reader.position()))
+            .enumerate()
+            .map(|(i, p)| {
+                let LogPosition {
+                    offset,
+                    segment,
+                    byte,
+                } = p.reader.position();
+                (
+                    i as u32,
+                    Position::Log {
+                        offset,
+                        segment,
+                        byte,
+                    },
+                )
+            })
             .collect()
     }
 }
@@ -212,7 +227,7 @@ mod tests {
         assert!(
             resumed
                 .statuses()
-                .iter()
+                .values()
                 .all(|s| *s == PartitionStatus::Finished)
         );
     }

@@ -3,14 +3,25 @@
 //! A [`Source`] hands over batches of raw records of one partition at a time, in
 //! arrival order, each with its offset. The processor, not the source system, is the
 //! keeper of positions: a source reports where each partition stands
-//! ([`Source::positions`]) and can be reopened there, which is what exactly-once
-//! recovery and moving a partition between processes are built on.
+//! ([`Source::positions`], one typed [`Position`] per partition) and can be reopened
+//! there, which is what exactly-once recovery and moving a partition between
+//! processes are built on.
+//!
+//! Most sources read a fixed set of partitions ([`Source::partitions`]). A source whose
+//! partitions come and go while it runs — a Kafka consumer group — is given a
+//! [`PartitionHandler`] ([`Source::attach`]) and tells the pipeline through it, waiting
+//! for the answer: an assigned partition's state is restored before its first record
+//! is read, and a revoked one is checkpointed and released before the source lets it go.
 
 mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod log;
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use file::FileSource;
@@ -64,13 +75,56 @@ pub enum PartitionStatus {
 }
 
 /// How a source labels the position of a record in the `position` columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PositionStyle {
     /// The offset is a 1-based line number: `17`.
     Line,
     /// `partition:offset`: `3:1042`.
     PartitionOffset,
+    /// `topic/partition/offset`, Kafka's usual spelling: `orders/3/1042`.
+    TopicPartitionOffset(String),
 }
+
+/// Where a partition of a source stands: the next record to hand over. One type for
+/// every source, serialised into checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Position {
+    /// A file: the next line's number (1-based) and the byte it starts at.
+    File {
+        /// Line number.
+        line: u64,
+        /// Byte offset.
+        byte: u64,
+    },
+    /// The stream log: the next record's offset, and where its frame is.
+    Log {
+        /// Offset in the partition.
+        offset: u64,
+        /// Base offset of the segment holding it.
+        segment: u64,
+        /// Byte of its frame in that segment.
+        byte: u64,
+    },
+    /// A Kafka partition: the next offset.
+    Kafka {
+        /// The offset.
+        offset: i64,
+    },
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Position::File { line, .. } => write!(f, "line {line}"),
+            Position::Log { offset, .. } => write!(f, "offset {offset}"),
+            Position::Kafka { offset } => write!(f, "offset {offset}"),
+        }
+    }
+}
+
+/// Positions by partition.
+pub type Positions = BTreeMap<u32, Position>;
 
 /// Errors of sources.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +152,49 @@ pub enum SourceError {
         /// Why.
         reason: String,
     },
+    /// A broker, or the consumer-group protocol, failed.
+    #[error("{source_url}: {reason}")]
+    Broker {
+        /// The source.
+        source_url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The pipeline could not take over or give up a partition (its checkpoint store
+    /// failed, or its state could not be restored).
+    #[error("{0}")]
+    Handover(String),
+}
+
+/// What a source whose partitions change while it runs calls, from its reading thread,
+/// when they do. Each call blocks until the pipeline has done what it asks.
+pub trait PartitionHandler: Send + Sync {
+    /// These partitions are now this process's, each with where the source would start
+    /// it if no checkpoint holds it (its settings: the earliest offset, say, resolved
+    /// to a number): the pipeline takes over their state (from the newest committed
+    /// checkpoint holding them, whoever wrote it). Returns where to read each one from.
+    fn assigned(&self, defaults: &Positions) -> Result<Positions, SourceError>;
+
+    /// These partitions are about to be taken away: the pipeline applies every batch
+    /// handed over before, commits a checkpoint holding them, and releases them.
+    fn revoked(&self, partitions: &[u32]) -> Result<(), SourceError>;
+
+    /// The positions the newest committed checkpoint holds, once after each commit
+    /// (`None` when there was no commit since the last call): a source may report them
+    /// to its system (Kafka: commit them to the group, so that lag tools see progress).
+    fn committed(&self) -> Option<Positions>;
+
+    /// A bounded run has read these partitions to their end: the pipeline commits a
+    /// checkpoint holding them, hands them over (so another process never has to fence
+    /// this one for them) and counts them as done. The source stops reading them.
+    fn finished(&self, partitions: &[u32]) -> Result<(), SourceError>;
+
+    /// Whether every partition in `ends` has been read up to its end and handed over
+    /// by whichever process last held it: how a bounded run that holds no partition
+    /// (an idle group member) knows that the group is done.
+    fn done_elsewhere(&self, _ends: &Positions) -> bool {
+        false
+    }
 }
 
 /// A source of raw records.
@@ -105,23 +202,30 @@ pub trait Source: Send {
     /// The source's URL, stamped on raw and dead-letter rows.
     fn name(&self) -> &str;
 
-    /// How many partitions it has (fixed for the life of the source).
-    fn partitions(&self) -> u32;
+    /// The partitions it reads from the start, all of them for a file or a log; none
+    /// for a source whose partitions are assigned while it runs (see
+    /// [`attach`](Source::attach)).
+    fn partitions(&self) -> Vec<u32>;
 
     /// How record positions are labelled.
     fn position_style(&self) -> PositionStyle;
+
+    /// Gives a source whose partitions change while it runs the handler it must call
+    /// when they do. Called once, before the first poll; sources with fixed
+    /// partitions ignore it.
+    fn attach(&mut self, _handler: Arc<dyn PartitionHandler>) {}
 
     /// Fills `batch` (cleared first) with the next records of one partition. Sources
     /// take turns over partitions in a fixed order, so that reading a bounded input
     /// twice interleaves its partitions the same way.
     fn poll(&mut self, batch: &mut SourceBatch) -> Result<Poll, SourceError>;
 
-    /// The status of every partition, by partition number.
-    fn statuses(&self) -> Vec<PartitionStatus>;
+    /// The status of every partition it reads, by partition number.
+    fn statuses(&self) -> BTreeMap<u32, PartitionStatus>;
 
-    /// Opaque, serialisable position of each partition: where the next record to be
-    /// handed over is. Reopening the source there resumes without loss or repetition.
-    fn positions(&self) -> Vec<String>;
+    /// The position of each partition it reads: where the next record to be handed
+    /// over is. Reopening the source there resumes without loss or repetition.
+    fn positions(&self) -> Positions;
 
     /// Which partition's turn is next, so a resumed source interleaves its partitions
     /// exactly as an uninterrupted one would.
@@ -142,6 +246,9 @@ pub struct SourceOptions {
     pub idle_timeout: Duration,
     /// Upper bound on the bytes of one batch.
     pub batch_bytes: usize,
+    /// Consumer-group settings of a `kafka://` source.
+    #[cfg(feature = "kafka")]
+    pub kafka: kafka::KafkaSettings,
 }
 
 impl Default for SourceOptions {
@@ -150,7 +257,18 @@ impl Default for SourceOptions {
             until_end: false,
             idle_timeout: Duration::from_secs(30),
             batch_bytes: 1 << 20,
+            #[cfg(feature = "kafka")]
+            kafka: kafka::KafkaSettings::default(),
         }
+    }
+}
+
+/// How a source over `endpoint` labels positions (known before it is opened).
+pub fn position_style(endpoint: &Endpoint) -> PositionStyle {
+    match endpoint {
+        Endpoint::File(_) | Endpoint::Stdio => PositionStyle::Line,
+        Endpoint::Log(_) | Endpoint::Kinesis { .. } => PositionStyle::PartitionOffset,
+        Endpoint::Kafka { topic, .. } => PositionStyle::TopicPartitionOffset(topic.clone()),
     }
 }
 
@@ -159,17 +277,26 @@ impl Default for SourceOptions {
 pub fn open_source(
     endpoint: &Endpoint,
     opts: &SourceOptions,
-    positions: Option<&[String]>,
+    positions: Option<&Positions>,
 ) -> Result<Box<dyn Source>, SourceError> {
     match endpoint {
         Endpoint::File(_) | Endpoint::Stdio => {
             Ok(Box::new(FileSource::open(endpoint, opts, positions)?))
         }
         Endpoint::Log(dir) => Ok(Box::new(LogSource::open(dir, opts, positions)?)),
-        Endpoint::Kafka { .. } | Endpoint::Kinesis { .. } => {
-            Err(SourceError::Unsupported(format!(
-                "{endpoint}: Kafka and Kinesis sources arrive in a later release; use file:PATH or log:DIR"
-            )))
-        }
+        #[cfg(feature = "kafka")]
+        Endpoint::Kafka { brokers, topic } => Ok(Box::new(kafka::KafkaSource::open(
+            brokers,
+            topic,
+            &opts.kafka,
+            opts,
+        )?)),
+        #[cfg(not(feature = "kafka"))]
+        Endpoint::Kafka { .. } => Err(SourceError::Unsupported(format!(
+            "{endpoint}: this build has no Kafka support (feature `kafka`)"
+        ))),
+        Endpoint::Kinesis { .. } => Err(SourceError::Unsupported(format!(
+            "{endpoint}: Kinesis sources arrive in a later release; use file:PATH, log:DIR or kafka://"
+        ))),
     }
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use rushhour_processor::checkpoint::MemoryCheckpointStore;
 use rushhour_processor::lease::PIPELINE_SCOPE;
+use rushhour_processor::sink::Stale;
 use rushhour_processor::source::{
-    PartitionStatus, Poll, PositionStyle, Source, SourceBatch, SourceError,
+    PartitionStatus, Poll, Position, PositionStyle, Positions, Source, SourceBatch, SourceError,
 };
 use rushhour_processor::{
     BoxError, CheckpointStore, Checkpointer, Counters, Holder, LakeSink, Lease, LeaseOptions,
@@ -99,8 +100,8 @@ impl Source for ScriptedSource {
     fn name(&self) -> &str {
         "test:in"
     }
-    fn partitions(&self) -> u32 {
-        1
+    fn partitions(&self) -> Vec<u32> {
+        vec![0]
     }
     fn position_style(&self) -> PositionStyle {
         PositionStyle::PartitionOffset
@@ -134,15 +135,21 @@ impl Source for ScriptedSource {
         self.next = end;
         Ok(Poll::Records)
     }
-    fn statuses(&self) -> Vec<PartitionStatus> {
-        if self.next >= self.records.len() {
-            vec![PartitionStatus::Finished]
+    fn statuses(&self) -> BTreeMap<u32, PartitionStatus> {
+        let status = if self.next >= self.records.len() {
+            PartitionStatus::Finished
         } else {
-            vec![PartitionStatus::Active]
-        }
+            PartitionStatus::Active
+        };
+        BTreeMap::from([(0, status)])
     }
-    fn positions(&self) -> Vec<String> {
-        vec![self.next.to_string()]
+    fn positions(&self) -> Positions {
+        BTreeMap::from([(
+            0,
+            Position::Kafka {
+                offset: self.next as i64,
+            },
+        )])
     }
 }
 
@@ -228,13 +235,17 @@ impl LakeSink for MemorySink {
         }
         Ok(())
     }
-    fn clean_staging(&mut self) -> Result<u64, BoxError> {
+    fn clean_staging(&mut self, which: Stale) -> Result<u64, BoxError> {
         let mut lake = self.lake.lock().unwrap();
         let before = lake.staged.len();
         let own = self.generation;
         lake.staged.retain(|name, _| {
             let generation: u64 = name.split('/').nth(1).unwrap().parse().unwrap();
-            generation >= own
+            generation == own
+                || match which {
+                    Stale::OlderThanMine => generation > own,
+                    Stale::Generation(g) => generation != g,
+                }
         });
         Ok((before - lake.staged.len()) as u64)
     }
@@ -295,11 +306,20 @@ impl World {
             "test:in",
             self.retain,
         );
-        let point = cp.recovery_point()?;
-        let next = point
-            .restored
-            .as_ref()
-            .map_or(0, |r| r.manifest.positions[0].parse().unwrap());
+        let mut pipeline = Pipeline::new(
+            PipelineConfig::default(),
+            "test:in",
+            PositionStyle::PartitionOffset,
+        );
+        let point =
+            cp.recovery_point(&mut |r| pipeline.restore(&r.state).map_err(|e| e.to_string()))?;
+        if !pipeline.holds(0) {
+            pipeline.hold(0);
+        }
+        let next = match point.restored.as_ref().map(|r| r.manifest.positions[&0]) {
+            Some(Position::Kafka { offset }) => offset as usize,
+            _ => 0,
+        };
         let mut source = ScriptedSource {
             records: self.records.clone(),
             next,
@@ -318,12 +338,6 @@ impl World {
             publishes: 0,
             script,
         };
-        let mut pipeline = Pipeline::new(
-            PipelineConfig::default(),
-            "test:in",
-            1,
-            PositionStyle::PartitionOffset,
-        );
         let epoch = recover(&cp, &point, &mut pipeline, &mut source, &mut sink)?;
         let opts = RunOptions {
             commit_interval: Duration::ZERO,
@@ -338,6 +352,7 @@ impl World {
             Start {
                 epoch,
                 checkpointer: Some(&cp),
+                group: None,
             },
             &mut |_| {},
         )?;

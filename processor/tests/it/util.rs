@@ -157,11 +157,11 @@ fn feed(p: &mut Pipeline, lake: &mut Lake, offsets: &mut [u64], batch: &[(u32, V
 
 /// A pipeline over the test source.
 fn pipeline(cfg: &PipelineConfig, partitions: u32) -> Pipeline {
-    Pipeline::new(
+    Pipeline::holding(
         cfg.clone(),
         "test:in",
-        partitions,
         PositionStyle::PartitionOffset,
+        0..partitions,
     )
 }
 

@@ -1,0 +1,615 @@
+//! Several processes on one pipeline, each with a share of the source's partitions: a
+//! Kafka consumer group's members. Kafka decides who reads which partition; this module
+//! makes the lake exact whatever it decides — state that follows its partition, and a
+//! member that lost a partition (paused past its session, a "zombie") that can never
+//! publish again.
+//!
+//! All of it lives in the shared checkpoint store, with create-only puts only:
+//!
+//! - `member-<id>.json`: each process joins as a new **member** with a number of its
+//!   own (created create-only, one past the highest). Its checkpoints form a chain of
+//!   their own (`m<id>-manifest-<epoch>.json`, `m<id>-state-…`): one commit covers
+//!   all the partitions it holds, atomically with the epoch's lake files, which mix
+//!   them. Its number is the generation on its files and staging directory.
+//! - `lease-p<partition>-<generation>.json`: a **claim** per partition, a lease whose
+//!   generations are taken in turn (create-only) by the members that hold it, naming
+//!   the member. Before every commit a member checks that none of its claims has a
+//!   newer generation.
+//! - `handoff-p<partition>-<generation>.bin`: when a member gives a partition up (a
+//!   revoke), it commits a checkpoint holding it, writes the partition's state and
+//!   position as a **handoff**, and marks its claim released.
+//!
+//! Taking over a partition: claim its next generation, then look for its newest state,
+//! walking back through the claims: the handoff of a released claim, or else the newest
+//! checkpoint holding it in the chain of the member that claimed it. A member that did
+//! not release its claim crashed or was dropped from the group: before its chain is
+//! read it is **fenced** — its next manifest name is created as a fence marker, so it
+//! can never commit again (create-only: of it and the fence, one wins, and if it won,
+//! its commit is simply the newest state). Then its newest commit's files are
+//! published (a crash may have cut that short) and its staging is deleted.
+//!
+//! Damaged checkpoints in a group stop the taker with an error: falling back would
+//! undo epochs whose files hold other partitions' rows too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{
+    CheckpointError, CheckpointStore, Checkpointer, FORMAT, Fence, Manifest, VERSION,
+};
+use crate::lease::{Holder, LEASE_FORMAT, LeaseRecord, generation_of, lease_name, newest};
+use crate::pipeline::Pipeline;
+use crate::sink::{BoxError, StagedFile};
+use crate::source::{Position, Positions};
+
+/// What taking over from a member that stopped without handing over needs of the lake.
+pub trait LakeRepair {
+    /// Publishes (idempotently) the files of the member's newest commit.
+    fn publish(&mut self, files: &[StagedFile]) -> Result<(), BoxError>;
+    /// Deletes what member `generation` staged.
+    fn clean_staging_of(&mut self, generation: u64) -> Result<u64, BoxError>;
+}
+
+/// The claim scope of a partition: `p00003`.
+pub fn claim_scope(partition: u32) -> String {
+    format!("p{partition:05}")
+}
+
+fn handoff_name(partition: u32, generation: u64) -> String {
+    format!("handoff-{}-{generation:020}.bin", claim_scope(partition))
+}
+
+fn member_name(id: u64) -> String {
+    format!("member-{id:020}.json")
+}
+
+/// The prefix of member `id`'s checkpoint chain.
+pub fn chain_prefix(id: u64) -> String {
+    format!("m{id:020}-")
+}
+
+/// A member's registration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Registration {
+    format: String,
+    pipeline: String,
+    member: u64,
+    holder: Holder,
+    joined_at_ms: i64,
+}
+
+/// The marker a taker creates as a member's next manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FenceMarker {
+    format: String,
+    version: u32,
+    fenced_by: u64,
+    at_ms: i64,
+}
+
+/// A partition's state and position, handed over.
+#[derive(Debug, Serialize, Deserialize)]
+struct Handoff {
+    position: Position,
+    state: Vec<u8>,
+    crc32: u32,
+}
+
+/// One process's membership in a pipeline run by several.
+pub struct Member {
+    store: Arc<dyn CheckpointStore>,
+    id: u64,
+    pipeline: String,
+    source: String,
+    holder: Holder,
+    /// The claim generation held, by partition.
+    claims: Mutex<BTreeMap<u32, u64>>,
+    /// Partitions taken since the last commit: their older handoffs and claims can go
+    /// once a commit holds them.
+    fresh: Mutex<BTreeSet<u32>>,
+    /// Why this member may no longer commit, once known.
+    lost: Mutex<Option<String>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member").field("id", &self.id).finish()
+    }
+}
+
+impl Member {
+    /// Joins the pipeline as a new member.
+    pub fn join(
+        store: Arc<dyn CheckpointStore>,
+        pipeline: &str,
+        source: &str,
+        holder: Holder,
+    ) -> Result<Member, CheckpointError> {
+        let store_err = |source: BoxError| CheckpointError::Store {
+            location: store.location(),
+            source,
+        };
+        loop {
+            let highest = store
+                .list()
+                .map_err(store_err)?
+                .iter()
+                .filter_map(|n| {
+                    n.strip_prefix("member-")?
+                        .strip_suffix(".json")?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0);
+            let id = highest + 1;
+            let registration = Registration {
+                format: "rushhour-member".into(),
+                pipeline: pipeline.to_owned(),
+                member: id,
+                holder: holder.clone(),
+                joined_at_ms: crate::runtime::now_ms(),
+            };
+            let bytes =
+                serde_json::to_vec_pretty(&registration).map_err(|e| store_err(Box::new(e)))?;
+            if store
+                .put_if_absent(&member_name(id), &bytes)
+                .map_err(store_err)?
+            {
+                return Ok(Member {
+                    store,
+                    id,
+                    pipeline: pipeline.to_owned(),
+                    source: source.to_owned(),
+                    holder,
+                    claims: Mutex::default(),
+                    fresh: Mutex::default(),
+                    lost: Mutex::default(),
+                });
+            }
+        }
+    }
+
+    /// This member's number: the generation on its files.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The partitions held.
+    pub fn held(&self) -> Vec<u32> {
+        locked(&self.claims).keys().copied().collect()
+    }
+
+    /// This member's checkpoint chain.
+    pub fn checkpointer(self: &Arc<Self>, retain: usize) -> Checkpointer {
+        Checkpointer::new(
+            self.store.clone(),
+            self.clone(),
+            &self.pipeline,
+            &self.source,
+            retain,
+        )
+        .with_prefix(&chain_prefix(self.id))
+    }
+
+    fn store_err(&self) -> impl Fn(BoxError) -> CheckpointError + '_ {
+        |source| CheckpointError::Store {
+            location: self.store.location(),
+            source,
+        }
+    }
+
+    fn damaged(&self, name: &str, reason: String) -> CheckpointError {
+        CheckpointError::Incompatible {
+            location: self.store.location(),
+            name: name.to_owned(),
+            reason: format!(
+                "{reason}; a consumer group does not fall back past a damaged checkpoint (its epochs hold other partitions' rows too)"
+            ),
+        }
+    }
+
+    /// Takes over the partitions in `defaults` (each with where to start it if no
+    /// checkpoint holds it): claims each, restores its newest state into `pipeline`
+    /// (fencing a member that held it without handing it over, and repairing the lake
+    /// behind it), and returns where to read each one from.
+    pub fn take(
+        &self,
+        defaults: &Positions,
+        pipeline: &mut Pipeline,
+        lake: &mut dyn LakeRepair,
+    ) -> Result<Positions, CheckpointError> {
+        pipeline.taking_over(|pipeline| {
+            let mut out = Positions::new();
+            for (&part, &default) in defaults {
+                let position = self.take_one(part, default, pipeline, lake)?;
+                out.insert(part, position);
+            }
+            Ok(out)
+        })
+    }
+
+    fn claim(&self, part: u32) -> Result<u64, CheckpointError> {
+        let scope = claim_scope(part);
+        loop {
+            let next = match newest(self.store.as_ref(), &scope).map_err(self.store_err())? {
+                None => 1,
+                Some((g, _)) => g.checked_add(1).ok_or_else(|| {
+                    self.damaged(&lease_name(&scope, g), "no generation after it".into())
+                })?,
+            };
+            let now = crate::runtime::now_ms();
+            let record = LeaseRecord {
+                format: LEASE_FORMAT.into(),
+                scope: scope.clone(),
+                generation: next,
+                holder: self.holder.clone(),
+                acquired_at_ms: now,
+                renewed_at_ms: now,
+                expires_at_ms: i64::MAX,
+                released_at_ms: None,
+                owner: Some(self.id),
+            };
+            let bytes =
+                serde_json::to_vec_pretty(&record).map_err(|e| self.store_err()(Box::new(e)))?;
+            if self
+                .store
+                .put_if_absent(&lease_name(&scope, next), &bytes)
+                .map_err(self.store_err())?
+            {
+                return Ok(next);
+            }
+        }
+    }
+
+    fn claim_record(
+        &self,
+        part: u32,
+        generation: u64,
+    ) -> Result<Option<LeaseRecord>, CheckpointError> {
+        let bytes = self
+            .store
+            .get(&lease_name(&claim_scope(part), generation))
+            .map_err(self.store_err())?;
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    fn take_one(
+        &self,
+        part: u32,
+        default: Position,
+        pipeline: &mut Pipeline,
+        lake: &mut dyn LakeRepair,
+    ) -> Result<Position, CheckpointError> {
+        let generation = self.claim(part)?;
+        locked(&self.claims).insert(part, generation);
+        locked(&self.fresh).insert(part);
+        let mut g = generation - 1;
+        while g >= 1 {
+            let Some(record) = self.claim_record(part, g)? else {
+                break; // pruned: a newer state of the partition was committed
+            };
+            if let Some((state, position)) = self.read_handoff(part, g)? {
+                pipeline
+                    .restore_partition(&state, part)
+                    .map_err(|e| self.damaged(&handoff_name(part, g), e.to_string()))?;
+                return Ok(position);
+            }
+            if let Some(owner) = record.owner {
+                if g + 1 == generation && record.released_at_ms.is_none() && owner != self.id {
+                    self.fence_member(owner, lake)?;
+                }
+                if let Some((manifest, state)) = self.newest_holding(owner, part)? {
+                    pipeline
+                        .restore_partition(&state, part)
+                        .map_err(|e| self.damaged(&manifest.state, e.to_string()))?;
+                    if let Some(position) = manifest.positions.get(&part) {
+                        return Ok(*position);
+                    }
+                }
+            }
+            g -= 1;
+        }
+        pipeline.hold(part);
+        Ok(default)
+    }
+
+    fn read_handoff(
+        &self,
+        part: u32,
+        generation: u64,
+    ) -> Result<Option<(Vec<u8>, Position)>, CheckpointError> {
+        let name = handoff_name(part, generation);
+        let Some(bytes) = self.store.get(&name).map_err(self.store_err())? else {
+            return Ok(None);
+        };
+        let handoff: Handoff = postcard::from_bytes(&bytes)
+            .map_err(|e| self.damaged(&name, format!("unreadable handoff: {e}")))?;
+        if crc32fast::hash(&handoff.state) != handoff.crc32 {
+            return Err(self.damaged(&name, "the handoff fails its checksum".into()));
+        }
+        Ok(Some((handoff.state, handoff.position)))
+    }
+
+    /// Member `owner`'s chain, for reading and fencing.
+    fn chain_of(&self, owner: u64) -> Checkpointer {
+        Checkpointer::new(
+            self.store.clone(),
+            Arc::new(ReadOnly),
+            &self.pipeline,
+            &self.source,
+            1,
+        )
+        .with_prefix(&chain_prefix(owner))
+    }
+
+    /// The newest checkpoint of member `owner` that holds `part`, with its state.
+    fn newest_holding(
+        &self,
+        owner: u64,
+        part: u32,
+    ) -> Result<Option<(Manifest, Vec<u8>)>, CheckpointError> {
+        let chain = self.chain_of(owner);
+        for (_, name) in chain.manifests()? {
+            let Some(bytes) = self.store.get(&name).map_err(self.store_err())? else {
+                continue;
+            };
+            let manifest: Manifest = match serde_json::from_slice(&bytes) {
+                Ok(m) => m,
+                Err(_) if serde_json::from_slice::<FenceMarker>(&bytes).is_ok() => continue,
+                Err(e) => return Err(self.damaged(&name, format!("manifest unreadable: {e}"))),
+            };
+            if manifest.format != FORMAT || manifest.version != VERSION {
+                return Err(CheckpointError::Version {
+                    location: self.store.location(),
+                    name,
+                    format: manifest.format,
+                    version: manifest.version.into(),
+                });
+            }
+            if !manifest.positions.contains_key(&part) {
+                continue;
+            }
+            let state = self.store.get(&manifest.state).map_err(self.store_err())?;
+            return match state {
+                Some(s)
+                    if s.len() as u64 == manifest.state_bytes
+                        && crc32fast::hash(&s) == manifest.state_crc32 =>
+                {
+                    Ok(Some((manifest, s)))
+                }
+                _ => Err(self.damaged(
+                    &name,
+                    format!("state {} missing or damaged", manifest.state),
+                )),
+            };
+        }
+        Ok(None)
+    }
+
+    /// Makes member `owner` unable to commit ever again, then finishes what its newest
+    /// commit left undone in the lake and deletes what it staged.
+    fn fence_member(&self, owner: u64, lake: &mut dyn LakeRepair) -> Result<(), CheckpointError> {
+        let chain = self.chain_of(owner);
+        let manifests = chain.manifests()?;
+        let mut epoch = manifests.first().map_or(1, |(e, _)| e + 1);
+        if let Some((_, name)) = manifests.first()
+            && let Some(bytes) = self.store.get(name).map_err(self.store_err())?
+            && serde_json::from_slice::<FenceMarker>(&bytes).is_ok()
+        {
+            return Ok(()); // fenced already, and repaired by whoever did it
+        }
+        let marker = FenceMarker {
+            format: FORMAT.into(),
+            version: VERSION,
+            fenced_by: self.id,
+            at_ms: crate::runtime::now_ms(),
+        };
+        let bytes =
+            serde_json::to_vec_pretty(&marker).map_err(|e| self.store_err()(Box::new(e)))?;
+        while !self
+            .store
+            .put_if_absent(&chain.manifest_name(epoch), &bytes)
+            .map_err(self.store_err())?
+        {
+            epoch += 1; // it committed that epoch meanwhile: fence the next
+        }
+        tracing::warn!(
+            member = owner,
+            fenced_at_epoch = epoch,
+            "took over from a member that did not hand its partitions over; it can no longer commit"
+        );
+        for (e, name) in chain.manifests()? {
+            if e >= epoch {
+                continue;
+            }
+            let Some(bytes) = self.store.get(&name).map_err(self.store_err())? else {
+                continue;
+            };
+            if let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) {
+                lake.publish(&m.staged).map_err(|e| self.store_err()(e))?;
+                break;
+            }
+        }
+        lake.clean_staging_of(owner).map_err(self.store_err())?;
+        Ok(())
+    }
+
+    /// Hands partitions over after a commit that held them: a handoff each (their
+    /// state in `pipeline`, their position in `positions`), claims marked released,
+    /// and the pipeline releases them.
+    pub fn give_up(
+        &self,
+        parts: &[u32],
+        pipeline: &mut Pipeline,
+        positions: &Positions,
+    ) -> Result<(), CheckpointError> {
+        // Every handoff is taken before any partition is released: the states share
+        // one watermark, which releasing moves (`Pipeline::release_partitions`).
+        for &part in parts {
+            let Some(generation) = locked(&self.claims).get(&part).copied() else {
+                continue;
+            };
+            let Some(&position) = positions.get(&part) else {
+                return Err(self.damaged(
+                    &handoff_name(part, generation),
+                    format!("no position of partition {part} to hand over"),
+                ));
+            };
+            let state = pipeline
+                .snapshot_of(&[part])
+                .map_err(|e| self.damaged(&handoff_name(part, generation), e.to_string()))?;
+            let handoff = Handoff {
+                position,
+                crc32: crc32fast::hash(&state),
+                state,
+            };
+            let bytes = postcard::to_stdvec(&handoff).map_err(|e| self.store_err()(Box::new(e)))?;
+            self.store
+                .put(&handoff_name(part, generation), &bytes)
+                .map_err(self.store_err())?;
+            if let Some(mut record) = self.claim_record(part, generation)? {
+                record.released_at_ms = Some(crate::runtime::now_ms());
+                let bytes = serde_json::to_vec_pretty(&record)
+                    .map_err(|e| self.store_err()(Box::new(e)))?;
+                self.store
+                    .put(&lease_name(&claim_scope(part), generation), &bytes)
+                    .map_err(self.store_err())?;
+            }
+            locked(&self.claims).remove(&part);
+            locked(&self.fresh).remove(&part);
+        }
+        pipeline.release_partitions(parts);
+        Ok(())
+    }
+
+    /// Whether every partition in `ends` was last handed over (its newest claim
+    /// released) at or past its end position.
+    pub fn all_handed_over_at(&self, ends: &Positions) -> Result<bool, CheckpointError> {
+        let names = self.store.list().map_err(self.store_err())?;
+        for (&part, end) in ends {
+            let scope = claim_scope(part);
+            let Some(newest) = names.iter().filter_map(|n| generation_of(n, &scope)).max() else {
+                return Ok(false);
+            };
+            let released = self
+                .claim_record(part, newest)?
+                .is_some_and(|r| r.released_at_ms.is_some());
+            if !released {
+                return Ok(false);
+            }
+            let at_end = match (self.read_handoff(part, newest)?, end) {
+                (Some((_, Position::Kafka { offset })), Position::Kafka { offset: end }) => {
+                    offset >= *end
+                }
+                _ => false,
+            };
+            if !at_end {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// After a commit: the partitions taken since the one before are now in this
+    /// member's chain, so their older handoffs and claims are no longer needed.
+    pub fn committed(&self) {
+        let fresh: Vec<u32> = std::mem::take(&mut *locked(&self.fresh))
+            .into_iter()
+            .collect();
+        let claims = locked(&self.claims).clone();
+        let Ok(names) = self.store.list() else { return };
+        for part in fresh {
+            let Some(&own) = claims.get(&part) else {
+                continue;
+            };
+            let scope = claim_scope(part);
+            for name in &names {
+                let older_claim = generation_of(name, &scope).is_some_and(|g| g + 1 < own);
+                let older_handoff = name
+                    .strip_prefix(&format!("handoff-{scope}-"))
+                    .and_then(|rest| rest.strip_suffix(".bin"))
+                    .and_then(|g| g.parse::<u64>().ok())
+                    .is_some_and(|g| g < own);
+                if older_claim || older_handoff {
+                    let _ = self.store.delete(name);
+                }
+            }
+        }
+    }
+}
+
+impl Fence for Member {
+    fn generation(&self) -> u64 {
+        self.id
+    }
+
+    fn check(&self) -> Result<(), CheckpointError> {
+        if let Some(reason) = locked(&self.lost).clone() {
+            return Err(self.lost_error(reason));
+        }
+        let claims = locked(&self.claims).clone();
+        if claims.is_empty() {
+            return Ok(());
+        }
+        // One listing for every claim; newer generations may have been pruned but the
+        // newest is always there.
+        let names = self.store.list().map_err(self.store_err())?;
+        for (part, generation) in claims {
+            let scope = claim_scope(part);
+            let newest = names
+                .iter()
+                .filter_map(|n| generation_of(n, &scope))
+                .max()
+                .unwrap_or(0);
+            if newest > generation
+                && let Some(next) = self.claim_record(part, newest)?
+            {
+                let by = next
+                    .owner
+                    .map_or_else(|| "another member".to_owned(), |m| format!("member {m}"));
+                let reason = format!("partition {part} was taken over by {by} ({})", next.holder);
+                *locked(&self.lost) = Some(reason.clone());
+                return Err(self.lost_error(reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn is_lost(&self) -> bool {
+        locked(&self.lost).is_some()
+    }
+}
+
+impl Member {
+    fn lost_error(&self, reason: String) -> CheckpointError {
+        CheckpointError::Lease(crate::lease::LeaseError::Lost {
+            location: self.store.location(),
+            scope: format!("member {}", self.id),
+            generation: self.id,
+            reason,
+        })
+    }
+}
+
+/// The fence of a chain read, never written.
+struct ReadOnly;
+
+impl Fence for ReadOnly {
+    fn generation(&self) -> u64 {
+        0
+    }
+    fn check(&self) -> Result<(), CheckpointError> {
+        Err(CheckpointError::Incompatible {
+            location: String::new(),
+            name: String::new(),
+            reason: "a chain opened for reading is never written".into(),
+        })
+    }
+}
