@@ -170,6 +170,23 @@ impl Manifest {
         let start = self.start?;
         (start.resumed_from + 1 < self.epoch).then_some((start.resumed_from, self.epoch))
     }
+
+    /// Refuses a manifest of another format or version (`name`, in `location`).
+    pub(crate) fn check_version(
+        &self,
+        location: String,
+        name: &str,
+    ) -> Result<(), CheckpointError> {
+        if self.format == FORMAT && self.version == VERSION {
+            return Ok(());
+        }
+        Err(CheckpointError::Version {
+            location,
+            name: name.to_owned(),
+            format: self.format.clone(),
+            version: self.version.into(),
+        })
+    }
 }
 
 /// A checkpoint read back: its manifest and its state bytes.
@@ -567,14 +584,7 @@ impl Checkpointer {
                     continue;
                 }
             };
-            if manifest.format != FORMAT || manifest.version != VERSION {
-                return Err(CheckpointError::Version {
-                    location: self.store.location(),
-                    name,
-                    format: manifest.format,
-                    version: manifest.version.into(),
-                });
-            }
+            manifest.check_version(self.store.location(), &name)?;
             if manifest.pipeline != self.pipeline {
                 return Err(incompatible(format!(
                     "it belongs to pipeline `{}`, not `{}`",

@@ -365,14 +365,7 @@ impl Member {
                 Err(_) if serde_json::from_slice::<FenceMarker>(&bytes).is_ok() => continue,
                 Err(e) => return Err(self.damaged(&name, format!("manifest unreadable: {e}"))),
             };
-            if manifest.format != FORMAT || manifest.version != VERSION {
-                return Err(CheckpointError::Version {
-                    location: self.store.location(),
-                    name,
-                    format: manifest.format,
-                    version: manifest.version.into(),
-                });
-            }
+            manifest.check_version(self.store.location(), &name)?;
             if !manifest.positions.contains_key(&part) {
                 continue;
             }

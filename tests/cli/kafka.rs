@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::recovery::{assert_no_partial_files, delays};
-use crate::{bin, ok, query_csv, stderr, stdout, summary};
+use crate::{bin, ok, published, query_csv, signal, spawn, stderr, stdout, summary};
 
 fn broker() -> String {
     std::env::var("RUSHHOUR_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -115,15 +115,6 @@ fn process_args<'a>(from: &'a str, lake: &'a str) -> Vec<&'a str> {
         "--session-timeout",
         "6s",
     ]
-}
-
-fn spawn(args: &[&str]) -> Child {
-    bin()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// One Kafka test at a time: the broker (SQLite) and the group coordinator are shared,
@@ -422,11 +413,7 @@ fn a_member_paused_past_its_session_publishes_nothing_once_resumed() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let status = Command::new("kill")
-        .args(["-STOP", &zombie.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(&zombie, "-STOP");
     // Another member takes every partition over while it sleeps. It joins a group of
     // its own: with a real Kafka the zombie's group would evict it after its session
     // and hand the partitions on, but tansu 0.6.0 sometimes never evicts a paused
@@ -440,10 +427,7 @@ fn a_member_paused_past_its_session_publishes_nothing_once_resumed() {
     assert!(o.status.success(), "{}", stderr(&o));
     let _ = summary(&o);
     let before = published(&lake);
-    Command::new("kill")
-        .args(["-CONT", &zombie.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&zombie, "-CONT");
     let z = finish(zombie, 120, "the resumed zombie");
     assert_eq!(
         published(&lake),
@@ -459,14 +443,6 @@ fn a_member_paused_past_its_session_publishes_nothing_once_resumed() {
         "{err}"
     );
     assert_group_guarantee(dir.path(), &lake, &want_tables);
-}
-
-fn published(lake: &Path) -> Vec<String> {
-    crate::files_under(lake)
-        .into_iter()
-        .map(|p| p.strip_prefix(lake).unwrap().to_string_lossy().into_owned())
-        .filter(|p| p.starts_with("raw/") || p.starts_with("curated/"))
-        .collect()
 }
 
 /// A broker of this test's own (the stack's tansu binary, `RUSHHOUR_TANSU`), on a free

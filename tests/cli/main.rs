@@ -45,6 +45,34 @@ fn ok(args: &[&str]) -> Output {
     o
 }
 
+/// Starts the binary with its output captured.
+fn spawn(args: &[&str]) -> std::process::Child {
+    bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`, …) to a child.
+fn signal(child: &std::process::Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig}");
+}
+
+/// Lake files readers see (raw/ and curated/), by path.
+fn published(lake: &Path) -> Vec<String> {
+    files_under(lake)
+        .into_iter()
+        .map(|p| p.strip_prefix(lake).unwrap().to_string_lossy().into_owned())
+        .filter(|p| p.starts_with("raw/") || p.starts_with("curated/"))
+        .collect()
+}
+
 fn fails(args: &[&str], code: i32, needle: &str) {
     let o = run(args);
     assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));

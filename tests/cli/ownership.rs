@@ -4,11 +4,10 @@
 //! checkpoints` shows checkpoints and the lease.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::recovery::{assert_no_partial_files, delays, lake_fingerprint, process_args};
-use crate::{bin, files_under, ok, stderr, stdout, summary};
+use crate::{bin, files_under, ok, published, signal, spawn, stderr, stdout, summary};
 
 fn generate(input: &Path, orders: &str, seed: &str) {
     ok(&[
@@ -28,32 +27,6 @@ fn generate(input: &Path, orders: &str, seed: &str) {
         "--malformed-fraction",
         "0.005",
     ]);
-}
-
-fn spawn(args: &[&str]) -> Child {
-    bin()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {sig}");
-}
-
-/// Lake files readers see (raw/ and curated/), by path.
-fn published(lake: &Path) -> Vec<String> {
-    files_under(lake)
-        .into_iter()
-        .map(|p| p.strip_prefix(lake).unwrap().to_string_lossy().into_owned())
-        .filter(|p| p.starts_with("raw/") || p.starts_with("curated/"))
-        .collect()
 }
 
 fn checkpoints_verify(lake: &Path) -> serde_json::Value {
