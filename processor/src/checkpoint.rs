@@ -610,7 +610,7 @@ impl Checkpointer {
                             return Ok((point, vanished));
                         }
                         Err(e) => {
-                            format!("state {} cannot be restored: {e}", restored.manifest.state)
+                            format!("it cannot be resumed from: {e}")
                         }
                     }
                 }

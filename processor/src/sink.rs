@@ -62,6 +62,12 @@ pub trait LakeSink: Send {
     /// checkpoint never names a file that is not there.
     fn verify_staged(&mut self, files: &[StagedFile]) -> Result<(), BoxError>;
 
+    /// Errors unless every file can still be published: staged and complete, or
+    /// already at its target. Recovery asks it of a checkpoint before resuming from
+    /// it, and falls back past one whose files are lost (deleted from staging by hand
+    /// or by a storage lifecycle rule) instead of failing after its start checkpoint.
+    fn verify_publishable(&mut self, files: &[StagedFile]) -> Result<(), BoxError>;
+
     /// Makes staged files visible at their targets, each atomically. Idempotent: a file
     /// already published (its staged copy gone and its target present) is skipped.
     fn publish(&mut self, files: &[StagedFile]) -> Result<(), BoxError>;

@@ -385,6 +385,27 @@ impl ParquetSink {
         Ok(())
     }
 
+    fn publishable(&mut self, files: &[StagedFile]) -> Result<(), SinkError> {
+        for f in files {
+            let Err(staged) = self.verify(std::slice::from_ref(f)) else {
+                continue;
+            };
+            let target = self.lake.path(&f.target);
+            match self.rt.block_on(self.store().head(&target)) {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => return Err(staged),
+                Err(source) => {
+                    return Err(SinkError::Store {
+                        op: "stat",
+                        path: f.target.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn publish_files(&mut self, files: &[StagedFile]) -> Result<(), SinkError> {
         let store = self.store();
         for (k, f) in files.iter().enumerate() {
@@ -452,6 +473,10 @@ impl LakeSink for ParquetSink {
 
     fn verify_staged(&mut self, files: &[StagedFile]) -> Result<(), BoxError> {
         Ok(self.verify(files)?)
+    }
+
+    fn verify_publishable(&mut self, files: &[StagedFile]) -> Result<(), BoxError> {
+        Ok(self.publishable(files)?)
     }
 
     fn publish(&mut self, files: &[StagedFile]) -> Result<(), BoxError> {

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use rushhour_processor::checkpoint::CheckpointError;
 use rushhour_processor::group::Member;
 use rushhour_processor::lease::PIPELINE_SCOPE;
+use rushhour_processor::sink::LakeSink;
 use rushhour_processor::source::kafka::{
     Assignor as KafkaAssignor, KafkaSettings, StartAt as KafkaStart,
 };
@@ -146,9 +147,20 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
     let mut tries = 0;
     let (source, mut pipeline, sink, epoch) = loop {
         let mut pipeline = Pipeline::new(cfg.clone(), &source_name, position_style(&args.from));
-        let point = match checkpointer
-            .recovery_point(&mut |r| pipeline.restore(&r.state).map_err(|e| e.to_string()))
-        {
+        let mut sink = ParquetSink::new(
+            lake.clone(),
+            &name,
+            lease.generation(),
+            SinkOptions::default(),
+        )?;
+        // A checkpoint is resumed from only if its files can still be published.
+        let point = match checkpointer.recovery_point(&mut |r| {
+            sink.verify_publishable(&r.manifest.staged)
+                .map_err(|e| format!("a file it names is lost ({e})"))?;
+            pipeline
+                .restore(&r.state)
+                .map_err(|e| format!("its state {} does not restore ({e})", r.manifest.state))
+        }) {
             Ok(point) => point,
             Err(e @ CheckpointError::Version { .. }) => {
                 bail!(
@@ -180,12 +192,6 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
                 pipeline.hold(part);
             }
         }
-        let mut sink = ParquetSink::new(
-            lake.clone(),
-            &name,
-            lease.generation(),
-            SinkOptions::default(),
-        )?;
         match recover(
             &checkpointer,
             &point,

@@ -216,6 +216,15 @@ impl LakeSink for MemorySink {
             None => Ok(()),
         }
     }
+    fn verify_publishable(&mut self, files: &[StagedFile]) -> Result<(), BoxError> {
+        let lake = self.lake.lock().unwrap();
+        match files.iter().find(|f| {
+            !lake.staged.contains_key(&f.staged) && !lake.published.contains_key(&f.target)
+        }) {
+            Some(f) => Err(format!("{} is lost", f.staged).into()),
+            None => Ok(()),
+        }
+    }
     fn publish(&mut self, files: &[StagedFile]) -> Result<(), BoxError> {
         if !files.is_empty() {
             self.publishes += 1;
