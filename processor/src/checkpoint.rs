@@ -161,6 +161,11 @@ pub struct Manifest {
     /// Time it took to encode the state, ms.
     #[serde(default)]
     pub state_encode_ms: f64,
+    /// In a consumer group, the claim generation under which the writer held each
+    /// partition: a takeover restores a partition only from a checkpoint of the claim
+    /// it succeeds, never from an earlier time the same member held it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<u32, u64>,
 }
 
 impl Manifest {
@@ -437,6 +442,11 @@ pub trait Fence: Send + Sync {
     fn is_lost(&self) -> bool {
         false
     }
+    /// The claims (partition → claim generation) the writer holds, recorded in each
+    /// manifest: a consumer-group member's; none for a pipeline's single writer.
+    fn claims(&self) -> BTreeMap<u32, u64> {
+        BTreeMap::new()
+    }
 }
 
 impl Fence for Lease {
@@ -688,6 +698,7 @@ impl Checkpointer {
             staged,
             created_at_ms,
             state_encode_ms,
+            claims: self.fence.claims(),
         };
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| CheckpointError::Store {
             location: self.store.location(),

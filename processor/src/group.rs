@@ -95,6 +95,8 @@ struct Handoff {
     position: Position,
     state: Vec<u8>,
     crc32: u32,
+    /// Read to its end and its windows flushed (`--until-end`): nothing is left to do.
+    complete: bool,
 }
 
 /// One process's membership in a pipeline run by several.
@@ -290,22 +292,32 @@ impl Member {
         let generation = self.claim(part)?;
         locked(&self.claims).insert(part, generation);
         locked(&self.fresh).insert(part);
+        // Walk back through the partition's claims to the newest state of it: a
+        // handoff, or the checkpoint its owner committed under that claim. Every owner
+        // met that did not release its claim (killed, or a zombie) is fenced and its
+        // last commit finished in the lake first — also when an earlier taker died
+        // before doing so.
         let mut g = generation - 1;
         while g >= 1 {
             let Some(record) = self.claim_record(part, g)? else {
-                break; // pruned: a newer state of the partition was committed
+                // Claims are pruned only once a later owner committed the partition,
+                // so the walk must have found its state before reaching one.
+                return Err(self.damaged(
+                    &lease_name(&claim_scope(part), g),
+                    format!("claim missing before any state of partition {part} was found"),
+                ));
             };
-            if let Some((state, position)) = self.read_handoff(part, g)? {
+            if let Some((state, position, _)) = self.read_handoff(part, g)? {
                 pipeline
                     .restore_partition(&state, part)
                     .map_err(|e| self.damaged(&handoff_name(part, g), e.to_string()))?;
                 return Ok(position);
             }
             if let Some(owner) = record.owner {
-                if g + 1 == generation && record.released_at_ms.is_none() && owner != self.id {
+                if record.released_at_ms.is_none() && owner != self.id {
                     self.fence_member(owner, lake)?;
                 }
-                if let Some((manifest, state)) = self.newest_holding(owner, part)? {
+                if let Some((manifest, state)) = self.newest_holding(owner, part, g)? {
                     pipeline
                         .restore_partition(&state, part)
                         .map_err(|e| self.damaged(&manifest.state, e.to_string()))?;
@@ -324,7 +336,7 @@ impl Member {
         &self,
         part: u32,
         generation: u64,
-    ) -> Result<Option<(Vec<u8>, Position)>, CheckpointError> {
+    ) -> Result<Option<(Vec<u8>, Position, bool)>, CheckpointError> {
         let name = handoff_name(part, generation);
         let Some(bytes) = self.store.get(&name).map_err(self.store_err())? else {
             return Ok(None);
@@ -334,7 +346,7 @@ impl Member {
         if crc32fast::hash(&handoff.state) != handoff.crc32 {
             return Err(self.damaged(&name, "the handoff fails its checksum".into()));
         }
-        Ok(Some((handoff.state, handoff.position)))
+        Ok(Some((handoff.state, handoff.position, handoff.complete)))
     }
 
     /// Member `owner`'s chain, for reading and fencing.
@@ -349,11 +361,13 @@ impl Member {
         .with_prefix(&chain_prefix(owner))
     }
 
-    /// The newest checkpoint of member `owner` that holds `part`, with its state.
+    /// The newest checkpoint of member `owner` that holds `part` under claim
+    /// `generation`, with its state.
     fn newest_holding(
         &self,
         owner: u64,
         part: u32,
+        generation: u64,
     ) -> Result<Option<(Manifest, Vec<u8>)>, CheckpointError> {
         let chain = self.chain_of(owner);
         for (_, name) in chain.manifests()? {
@@ -366,7 +380,9 @@ impl Member {
                 Err(e) => return Err(self.damaged(&name, format!("manifest unreadable: {e}"))),
             };
             manifest.check_version(self.store.location(), &name)?;
-            if !manifest.positions.contains_key(&part) {
+            if !manifest.positions.contains_key(&part)
+                || manifest.claims.get(&part) != Some(&generation)
+            {
                 continue;
             }
             let state = self.store.get(&manifest.state).map_err(self.store_err())?;
@@ -392,11 +408,13 @@ impl Member {
         let chain = self.chain_of(owner);
         let manifests = chain.manifests()?;
         let mut epoch = manifests.first().map_or(1, |(e, _)| e + 1);
-        if let Some((_, name)) = manifests.first()
+        if let Some((e, name)) = manifests.first()
             && let Some(bytes) = self.store.get(name).map_err(self.store_err())?
             && serde_json::from_slice::<FenceMarker>(&bytes).is_ok()
         {
-            return Ok(()); // fenced already, and repaired by whoever did it
+            // Fenced already; whoever did it may have died before the repair, which
+            // is idempotent: do it again.
+            return self.repair(owner, *e, lake);
         }
         let marker = FenceMarker {
             format: FORMAT.into(),
@@ -418,8 +436,21 @@ impl Member {
             fenced_at_epoch = epoch,
             "took over from a member that did not hand its partitions over; it can no longer commit"
         );
+        self.repair(owner, epoch, lake)
+    }
+
+    /// Publishes the files of fenced member `owner`'s newest commit before `fence` (its
+    /// records are past the positions a taker resumes from), then deletes what it
+    /// staged. Idempotent.
+    fn repair(
+        &self,
+        owner: u64,
+        fence: u64,
+        lake: &mut dyn LakeRepair,
+    ) -> Result<(), CheckpointError> {
+        let chain = self.chain_of(owner);
         for (e, name) in chain.manifests()? {
-            if e >= epoch {
+            if e >= fence {
                 continue;
             }
             let Some(bytes) = self.store.get(&name).map_err(self.store_err())? else {
@@ -436,12 +467,14 @@ impl Member {
 
     /// Hands partitions over after a commit that held them: a handoff each (their
     /// state in `pipeline`, their position in `positions`), claims marked released,
-    /// and the pipeline releases them.
+    /// and the pipeline releases them. `complete`: read to their end and flushed
+    /// (`--until-end`), so a bounded run counts them as done.
     pub fn give_up(
         &self,
         parts: &[u32],
         pipeline: &mut Pipeline,
         positions: &Positions,
+        complete: bool,
     ) -> Result<(), CheckpointError> {
         // Every handoff is taken before any partition is released: the states share
         // one watermark, which releasing moves (`Pipeline::release_partitions`).
@@ -459,6 +492,7 @@ impl Member {
                 .snapshot_of(&[part])
                 .map_err(|e| self.damaged(&handoff_name(part, generation), e.to_string()))?;
             let handoff = Handoff {
+                complete,
                 position,
                 crc32: crc32fast::hash(&state),
                 state,
@@ -483,7 +517,7 @@ impl Member {
     }
 
     /// Whether every partition in `ends` was last handed over (its newest claim
-    /// released) at or past its end position.
+    /// released) at or past its end position, complete (flushed).
     pub fn all_handed_over_at(&self, ends: &Positions) -> Result<bool, CheckpointError> {
         let names = self.store.list().map_err(self.store_err())?;
         for (&part, end) in ends {
@@ -497,10 +531,13 @@ impl Member {
             if !released {
                 return Ok(false);
             }
+            // At its end and flushed: a partition handed over at its end by a revoke
+            // or a stop still has windows open, and waits for a member to finish it.
             let at_end = match (self.read_handoff(part, newest)?, end) {
-                (Some((_, Position::Kafka { offset })), Position::Kafka { offset: end }) => {
-                    offset >= *end
-                }
+                (
+                    Some((_, Position::Kafka { offset }, complete)),
+                    Position::Kafka { offset: end },
+                ) => complete && offset >= *end,
                 _ => false,
             };
             if !at_end {
@@ -561,13 +598,18 @@ impl Fence for Member {
                 .filter_map(|n| generation_of(n, &scope))
                 .max()
                 .unwrap_or(0);
-            if newest > generation
-                && let Some(next) = self.claim_record(part, newest)?
-            {
-                let by = next
-                    .owner
-                    .map_or_else(|| "another member".to_owned(), |m| format!("member {m}"));
-                let reason = format!("partition {part} was taken over by {by} ({})", next.holder);
+            if newest > generation {
+                // Whoever it is (an unreadable record too): this claim is superseded.
+                let by = match self.claim_record(part, newest)? {
+                    Some(next) => format!(
+                        "{} ({})",
+                        next.owner
+                            .map_or_else(|| "another member".to_owned(), |m| format!("member {m}")),
+                        next.holder
+                    ),
+                    None => format!("claim generation {newest}"),
+                };
+                let reason = format!("partition {part} was taken over by {by}");
                 *locked(&self.lost) = Some(reason.clone());
                 return Err(self.lost_error(reason));
             }
@@ -577,6 +619,10 @@ impl Fence for Member {
 
     fn is_lost(&self) -> bool {
         locked(&self.lost).is_some()
+    }
+
+    fn claims(&self) -> BTreeMap<u32, u64> {
+        locked(&self.claims).clone()
     }
 }
 

@@ -762,11 +762,12 @@ impl<'a> Driver<'a> {
                 Some(Read::Finished { parts, reply }) => {
                     // Everything held is read to its end: its windows are final here,
                     // as at the end of a file (the state handed over has none open).
-                    if pipeline.held().iter().all(|p| parts.contains(p)) {
+                    let flushed = pipeline.held().iter().all(|p| parts.contains(p));
+                    if flushed {
                         pipeline.flush_all();
                     }
                     let counters = pipeline.counters_of(&parts);
-                    let given = self.revoke(&parts, at, pipeline, &reader.committed);
+                    let given = self.revoke(&parts, at, pipeline, &reader.committed, flushed);
                     if given.is_ok() {
                         self.finished += counters;
                     }
@@ -778,7 +779,7 @@ impl<'a> Driver<'a> {
                     given?;
                 }
                 Some(Read::Revoke { parts, reply }) => {
-                    let given = self.revoke(&parts, at, pipeline, &reader.committed);
+                    let given = self.revoke(&parts, at, pipeline, &reader.committed, false);
                     let answer = match &given {
                         Ok(()) => Ok(()),
                         Err(e) => Err(SourceError::Handover(e.to_string())),
@@ -810,7 +811,8 @@ impl<'a> Driver<'a> {
         // them next need not fence it.
         if let Some(member) = &self.start.group {
             let held = pipeline.held();
-            member.give_up(&held, pipeline, &at.positions)?;
+            // Complete only at the end of a bounded run, where every window was flushed.
+            member.give_up(&held, pipeline, &at.positions, ended)?;
         }
         let epochs = self.epoch - first_epoch;
         progress(&self.progress(pipeline, epochs));
@@ -853,12 +855,13 @@ impl<'a> Driver<'a> {
         at: &mut SourceView,
         pipeline: &mut Pipeline,
         committed: &Option<Arc<std::sync::Mutex<Option<Positions>>>>,
+        complete: bool,
     ) -> Result<(), RuntimeError> {
         let Some(member) = self.start.group.clone() else {
             return Ok(());
         };
         self.close_epoch(at, pipeline, committed)?;
-        member.give_up(parts, pipeline, &at.positions)?;
+        member.give_up(parts, pipeline, &at.positions, complete)?;
         tracing::info!(partitions = ?parts, held = ?pipeline.held(), "partitions revoked and handed over");
         at.positions.retain(|p, _| !parts.contains(p));
         at.statuses.retain(|p, _| !parts.contains(p));
