@@ -652,3 +652,150 @@ impl Fence for ReadOnly {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{EpochEnd, MemoryCheckpointStore};
+    use crate::pipeline::{Counters, PipelineConfig};
+    use crate::source::PositionStyle;
+
+    /// A lake that only records what it is asked to publish.
+    #[derive(Default)]
+    struct Repairs(Vec<StagedFile>);
+
+    impl LakeRepair for Repairs {
+        fn publish(&mut self, files: &[StagedFile]) -> Result<(), BoxError> {
+            self.0.extend_from_slice(files);
+            Ok(())
+        }
+        fn clean_staging_of(&mut self, _generation: u64) -> Result<u64, BoxError> {
+            Ok(0)
+        }
+    }
+
+    fn pipeline() -> Pipeline {
+        Pipeline::new(
+            PipelineConfig::default(),
+            "kafka://b/t",
+            PositionStyle::TopicPartitionOffset("t".into()),
+        )
+    }
+
+    fn at(offset: i64) -> Position {
+        Position::Kafka { offset }
+    }
+
+    fn commit(member: &Arc<Member>, epoch: u64, pipeline: &mut Pipeline, part: u32, offset: i64) {
+        commit_staging(member, epoch, pipeline, part, offset, Vec::new());
+    }
+
+    fn commit_staging(
+        member: &Arc<Member>,
+        epoch: u64,
+        pipeline: &mut Pipeline,
+        part: u32,
+        offset: i64,
+        staged: Vec<StagedFile>,
+    ) {
+        let cp = member.checkpointer(3);
+        pipeline.take_output(true).unwrap();
+        let state = cp
+            .write_state(epoch, &pipeline.snapshot().unwrap())
+            .unwrap();
+        cp.commit(
+            &state,
+            EpochEnd {
+                epoch,
+                positions: Positions::from([(part, at(offset))]),
+                cursor: 0,
+                counters: Counters::default(),
+                staged,
+                start: None,
+                created_at_ms: 0,
+                state_encode_ms: 0.0,
+            },
+        )
+        .unwrap();
+    }
+
+    /// Member A holds p, hands it over; D holds it and hands it over further on; A
+    /// takes it back and dies before committing. C must resume from D's handoff —
+    /// not from A's checkpoint of its first tenure, which would read D's records
+    /// again.
+    #[test]
+    fn a_takeover_never_resumes_from_an_earlier_tenure() {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
+        let join = || {
+            Arc::new(
+                Member::join(store.clone(), "pipe", "kafka://b/t", Holder::this_process()).unwrap(),
+            )
+        };
+        let (a, d, c) = (join(), join(), join());
+        let defaults = Positions::from([(0, at(0))]);
+        let mut lake = Repairs::default();
+
+        let mut pa = pipeline();
+        assert_eq!(a.take(&defaults, &mut pa, &mut lake).unwrap()[&0], at(0));
+        commit(&a, 1, &mut pa, 0, 100);
+        a.give_up(&[0], &mut pa, &Positions::from([(0, at(100))]), false)
+            .unwrap();
+
+        let mut pd = pipeline();
+        assert_eq!(d.take(&defaults, &mut pd, &mut lake).unwrap()[&0], at(100));
+        commit(&d, 1, &mut pd, 0, 250);
+        d.give_up(&[0], &mut pd, &Positions::from([(0, at(250))]), false)
+            .unwrap();
+
+        // A takes it back (restored from D's handoff) and is killed before a commit.
+        assert_eq!(a.take(&defaults, &mut pa, &mut lake).unwrap()[&0], at(250));
+
+        let mut pc = pipeline();
+        assert_eq!(
+            c.take(&defaults, &mut pc, &mut lake).unwrap()[&0],
+            at(250),
+            "resumed from A's first tenure"
+        );
+        // A was fenced: it can never commit again.
+        assert!(a.check().is_err());
+    }
+
+    /// A commits an epoch and is killed before publishing it; B claims the partition
+    /// and is killed before fencing A. C must still fence A and publish A's last
+    /// epoch, whose records lie before the position C resumes from.
+    #[test]
+    fn a_dead_owners_last_commit_is_published_even_if_the_first_taker_died() {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
+        let join = || {
+            Arc::new(
+                Member::join(store.clone(), "pipe", "kafka://b/t", Holder::this_process()).unwrap(),
+            )
+        };
+        let (a, b, c) = (join(), join(), join());
+        let defaults = Positions::from([(0, at(0))]);
+        let mut lake = Repairs::default();
+        let mut pa = pipeline();
+        a.take(&defaults, &mut pa, &mut lake).unwrap();
+        let file = StagedFile {
+            table: rushhour_schemas::Table::RawEvents,
+            staged: "_staging/x/g1/raw/part-1".into(),
+            target: "raw/part-1".into(),
+            rows: 1,
+            bytes: 1,
+        };
+        commit_staging(&a, 1, &mut pa, 0, 100, vec![file.clone()]);
+        // B claims partition 0 and dies before anything else.
+        b.claim(0).unwrap();
+        let mut pc = pipeline();
+        assert_eq!(c.take(&defaults, &mut pc, &mut lake).unwrap()[&0], at(100));
+        assert_eq!(lake.0, vec![file], "A's last epoch was not published");
+        // A's chain is fenced: its next manifest name is taken by a marker.
+        let chain = c.chain_of(a.id);
+        let (_, newest) = chain.manifests().unwrap().into_iter().next().unwrap();
+        let bytes = store.get(&newest).unwrap().unwrap();
+        assert!(
+            serde_json::from_slice::<FenceMarker>(&bytes).is_ok(),
+            "A was not fenced"
+        );
+    }
+}
