@@ -798,4 +798,35 @@ mod tests {
             "A was not fenced"
         );
     }
+
+    /// A bounded run is done with a partition only when it was handed over at its end
+    /// *complete* (flushed): one revoked or stopped at its end still has open windows.
+    #[test]
+    fn only_a_complete_handoff_at_the_end_counts_as_done() {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
+        let join = || {
+            Arc::new(
+                Member::join(store.clone(), "pipe", "kafka://b/t", Holder::this_process()).unwrap(),
+            )
+        };
+        let (a, b) = (join(), join());
+        let defaults = Positions::from([(0, at(0))]);
+        let ends = Positions::from([(0, at(100))]);
+        let mut lake = Repairs::default();
+        let mut pa = pipeline();
+        a.take(&defaults, &mut pa, &mut lake).unwrap();
+        commit(&a, 1, &mut pa, 0, 100);
+        // Revoked at its end, windows still open.
+        a.give_up(&[0], &mut pa, &Positions::from([(0, at(100))]), false)
+            .unwrap();
+        assert!(!a.all_handed_over_at(&ends).unwrap());
+        // Someone takes it over, finds it at its end, flushes and hands it over.
+        let mut pb = pipeline();
+        assert_eq!(b.take(&defaults, &mut pb, &mut lake).unwrap()[&0], at(100));
+        commit(&b, 1, &mut pb, 0, 100);
+        b.give_up(&[0], &mut pb, &Positions::from([(0, at(100))]), true)
+            .unwrap();
+        assert!(a.all_handed_over_at(&ends).unwrap());
+        assert!(b.all_handed_over_at(&ends).unwrap());
+    }
 }
