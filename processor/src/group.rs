@@ -674,6 +674,12 @@ mod tests {
         }
     }
 
+    /// A new member of the test pipeline, in `store`.
+    fn member_of(store: &Arc<dyn CheckpointStore>) -> Arc<Member> {
+        let joined = Member::join(store.clone(), "pipe", "kafka://b/t", Holder::this_process());
+        Arc::new(joined.unwrap())
+    }
+
     fn pipeline() -> Pipeline {
         Pipeline::new(
             PipelineConfig::default(),
@@ -726,11 +732,7 @@ mod tests {
     #[test]
     fn a_takeover_never_resumes_from_an_earlier_tenure() {
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
-        let join = || {
-            Arc::new(
-                Member::join(store.clone(), "pipe", "kafka://b/t", Holder::this_process()).unwrap(),
-            )
-        };
+        let join = || member_of(&store);
         let (a, d, c) = (join(), join(), join());
         let defaults = Positions::from([(0, at(0))]);
         let mut lake = Repairs::default();
@@ -766,11 +768,7 @@ mod tests {
     #[test]
     fn a_dead_owners_last_commit_is_published_even_if_the_first_taker_died() {
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
-        let join = || {
-            Arc::new(
-                Member::join(store.clone(), "pipe", "kafka://b/t", Holder::this_process()).unwrap(),
-            )
-        };
+        let join = || member_of(&store);
         let (a, b, c) = (join(), join(), join());
         let defaults = Positions::from([(0, at(0))]);
         let mut lake = Repairs::default();
@@ -804,11 +802,7 @@ mod tests {
     #[test]
     fn only_a_complete_handoff_at_the_end_counts_as_done() {
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
-        let join = || {
-            Arc::new(
-                Member::join(store.clone(), "pipe", "kafka://b/t", Holder::this_process()).unwrap(),
-            )
-        };
+        let join = || member_of(&store);
         let (a, b) = (join(), join());
         let defaults = Positions::from([(0, at(0))]);
         let ends = Positions::from([(0, at(100))]);

@@ -22,6 +22,14 @@ pub(crate) fn lake_fingerprint(lake: &Path) -> Vec<String> {
     queries.iter().map(|q| query_csv(lake, q)).collect()
 }
 
+/// `generate --to file:INPUT --orders ORDERS --seed SEED` with `extra` knobs.
+fn generate_file(input: &Path, orders: &str, seed: &str, extra: &[&str]) {
+    let to = format!("file:{}", input.display());
+    let mut args = vec!["generate", "--to", &to, "--orders", orders, "--seed", seed];
+    args.extend(extra);
+    ok(&args);
+}
+
 pub(crate) fn process_args<'a>(from: &'a str, lake: &'a str) -> Vec<&'a str> {
     vec![
         "process",
@@ -82,23 +90,21 @@ pub(crate) fn assert_no_partial_files(lake: &Path) {
 fn sigkill_at_many_instants_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    ok(&[
-        "generate",
-        "--to",
-        &format!("file:{}", input.display()),
-        "--orders",
+    generate_file(
+        &input,
         "1500",
-        "--seed",
         "11",
-        "--disorder",
-        "3s",
-        "--late-fraction",
-        "0.01",
-        "--duplicate-fraction",
-        "0.01",
-        "--malformed-fraction",
-        "0.005",
-    ]);
+        &[
+            "--disorder",
+            "3s",
+            "--late-fraction",
+            "0.01",
+            "--duplicate-fraction",
+            "0.01",
+            "--malformed-fraction",
+            "0.005",
+        ],
+    );
     let from = format!("file:{}", input.display());
     let reference = dir.path().join("reference");
     let want = summary(&ok(&process_args(&from, reference.to_str().unwrap())));
@@ -171,17 +177,7 @@ fn sigkill_on_a_log_source_while_the_producer_still_appends() {
 fn a_crash_at_every_step_of_the_commit_protocol_is_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    ok(&[
-        "generate",
-        "--to",
-        &format!("file:{}", input.display()),
-        "--orders",
-        "400",
-        "--seed",
-        "2",
-        "--disorder",
-        "2s",
-    ]);
+    generate_file(&input, "400", "2", &["--disorder", "2s"]);
     let from = format!("file:{}", input.display());
     let reference = dir.path().join("reference");
     let want = summary(&ok(&process_args(&from, reference.to_str().unwrap())));
@@ -232,17 +228,7 @@ fn a_crash_at_every_step_of_the_commit_protocol_is_recovered() {
 fn a_checkpoint_whose_staged_files_are_lost_is_passed_over() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    ok(&[
-        "generate",
-        "--to",
-        &format!("file:{}", input.display()),
-        "--orders",
-        "2000",
-        "--seed",
-        "5",
-        "--disorder",
-        "2s",
-    ]);
+    generate_file(&input, "2000", "5", &["--disorder", "2s"]);
     let from = format!("file:{}", input.display());
     let reference = dir.path().join("reference");
     let want = summary(&ok(&process_args(&from, reference.to_str().unwrap())));
@@ -295,15 +281,7 @@ fn a_checkpoint_whose_staged_files_are_lost_is_passed_over() {
 fn corrupt_and_foreign_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    ok(&[
-        "generate",
-        "--to",
-        &format!("file:{}", input.display()),
-        "--orders",
-        "1500",
-        "--seed",
-        "8",
-    ]);
+    generate_file(&input, "1500", "8", &[]);
     let from = format!("file:{}", input.display());
     let lake = dir.path().join("lake");
     let lake_s = lake.to_str().unwrap();
@@ -382,19 +360,12 @@ fn a_fallback_to_before_a_resumed_run_is_exact() {
     // epoch was processed twice.
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    ok(&[
-        "generate",
-        "--to",
-        &format!("file:{}", input.display()),
-        "--orders",
+    generate_file(
+        &input,
         "3000",
-        "--seed",
         "21",
-        "--disorder",
-        "2s",
-        "--duplicate-fraction",
-        "0.01",
-    ]);
+        &["--disorder", "2s", "--duplicate-fraction", "0.01"],
+    );
     let from = format!("file:{}", input.display());
     let reference = dir.path().join("reference");
     let want = summary(&ok(&process_args(&from, reference.to_str().unwrap())));
