@@ -297,16 +297,37 @@ fn a_group_that_loses_a_member_to_sigkill_and_gains_one_writes_an_exact_lake() {
     let _ = c.kill();
     let _ = c.wait();
     let d = spawn(&args);
+    let mut members = [a, b, d];
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while Instant::now() < deadline && members.iter_mut().any(|m| m.try_wait().unwrap().is_none()) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // tansu 0.6.0 sometimes never evicts the killed member, and its partitions are
+    // then given to nobody (README, "Kafka"): the members still waiting must stop
+    // cleanly on SIGTERM, and the last member, in a fresh group, takes everything over.
+    let stuck = members.iter_mut().any(|m| m.try_wait().unwrap().is_none());
     let mut summaries = Vec::new();
-    for child in [a, b, d] {
-        let o = finish(child, 300, "a member");
+    for child in members {
+        if stuck {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        let o = finish(child, 60, "a member");
         assert!(o.status.success(), "{}", stderr(&o));
         summaries.push(summary(&o));
     }
     // Whatever was left (the killed member's partitions, if nobody took them over
     // before the others ended) is finished by one more member. (Members' summaries
     // are their own shares and are not added up: a partition's counts travel with it.)
-    let last = finish(spawn(&args), 300, "the last member");
+    let mut last_args = args.clone();
+    if stuck {
+        eprintln!(
+            "the broker never reassigned the killed member's partitions; finishing in a fresh group"
+        );
+        last_args.extend(["--group", "after-the-group"]);
+    }
+    let last = finish(spawn(&last_args), 300, "the last member");
     assert!(last.status.success(), "{}", stderr(&last));
     summaries.push(summary(&last));
     assert!(summaries.iter().all(|s| s["read"].as_u64().is_some()));
