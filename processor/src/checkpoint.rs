@@ -166,6 +166,11 @@ pub struct Manifest {
     /// it succeeds, never from an earlier time the same member held it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<u32, u64>,
+    /// In a consumer group, by partition held: the watermark its records are judged by
+    /// from this checkpoint on ([`Pipeline::floors`](crate::Pipeline::floors)) — how
+    /// the others know which rider windows can no longer get credits from it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub floors: BTreeMap<u32, i64>,
 }
 
 impl Manifest {
@@ -308,6 +313,8 @@ pub struct EpochEnd {
     pub created_at_ms: i64,
     /// Time it took to encode the state, ms.
     pub state_encode_ms: f64,
+    /// By partition, the watermark its records are judged by (groups only; else empty).
+    pub floors: BTreeMap<u32, i64>,
 }
 
 /// The name of the manifest of `epoch`.
@@ -679,6 +686,7 @@ impl Checkpointer {
             start,
             created_at_ms,
             state_encode_ms,
+            floors,
         } = at;
         self.fence.check()?;
         let manifest = Manifest {
@@ -699,6 +707,7 @@ impl Checkpointer {
             created_at_ms,
             state_encode_ms,
             claims: self.fence.claims(),
+            floors,
         };
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| CheckpointError::Store {
             location: self.store.location(),
@@ -807,6 +816,7 @@ mod tests {
             start: None,
             created_at_ms: 0,
             state_encode_ms: 0.0,
+            floors: BTreeMap::new(),
         }
     }
 

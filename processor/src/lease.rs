@@ -176,6 +176,20 @@ pub struct LeaseRecord {
     /// that holds the partition.
     #[serde(default)]
     pub owner: Option<u64>,
+    /// For a partition's claim, once released: the watermark the partition's records
+    /// were judged by, and its position, at the handoff (the same as in the handoff,
+    /// here so that others can read them cheaply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<Released>,
+}
+
+/// Where a released partition stood at its handoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    /// The watermark its records are judged by from there on.
+    pub floor: i64,
+    /// Its position.
+    pub position: crate::source::Position,
 }
 
 impl LeaseRecord {
@@ -423,6 +437,7 @@ impl Lease {
                 expires_at_ms: now.saturating_add(ttl_ms),
                 released_at_ms: None,
                 owner: None,
+                released: None,
             };
             let bytes = serde_json::to_vec_pretty(&record).map_err(|e| store_err(Box::new(e)))?;
             if store
@@ -528,6 +543,7 @@ impl Lease {
                 expires_at_ms: 0,
                 released_at_ms: None,
                 owner: None,
+                released: None,
             }))),
             _ => Ok(None),
         }

@@ -12,6 +12,9 @@
 //! partitions (a consumer-group rebalance) restores just their sections
 //! ([`Pipeline::restore_partition`]), and the one that gives them up forgets them
 //! ([`Pipeline::release_partition`]).
+//!
+//! In a consumer group, rider-side contributions are *routed* by rider
+//! ([`Pipeline::route_riders`]): see [`crate::rider`].
 
 use std::collections::BTreeMap;
 
@@ -21,12 +24,13 @@ use rushhour_schemas::{
     DeadLetterBuilder, Detached, NO_WATERMARK, Provenance, RawEventsBuilder, Table, decode,
     is_blank,
 };
+use rushhour_streamlog::partition_for_key;
 
 use crate::dedup::{Dedup, Hours};
 use crate::operator::{Curated, LateRow, Operator, StateError};
 use crate::output::{TableBatch, curated_batches};
 use crate::partials::PartitionId;
-use crate::rider::RiderOperator;
+use crate::rider::{Credit, RiderOperator};
 use crate::source::{PartitionStatus, PositionStyle, SourceBatch};
 use crate::store::StoreOperator;
 
@@ -96,6 +100,9 @@ struct PartitionState {
     floor: i64,
     status: PartitionStatus,
     counters: Counters,
+    /// With rider routing: by member, the newest epoch whose credits for this
+    /// partition were taken (they are in its state, and move with it).
+    credits_read: BTreeMap<u64, u64>,
 }
 
 impl PartitionState {
@@ -105,6 +112,7 @@ impl PartitionState {
             floor: NO_WATERMARK,
             status: PartitionStatus::Active,
             counters: Counters::default(),
+            credits_read: BTreeMap::new(),
         }
     }
 }
@@ -130,7 +138,12 @@ pub struct Pipeline {
     /// Inside [`taking_over`](Self::taking_over): the watermark waits for the end.
     deferring: bool,
     dedup: Dedup,
-    operators: Vec<Box<dyn Operator>>,
+    store: StoreOperator,
+    rider: RiderOperator,
+    /// With rider routing: the source's partition count (the partitioner's modulus).
+    routing: Option<u32>,
+    /// Credits for partitions not held, by partition, until the epoch's commit.
+    outgoing: BTreeMap<PartitionId, Vec<Credit>>,
     raw: BTreeMap<i64, RawEventsBuilder>,
     dead: DeadLetterBuilder,
     curated: Curated,
@@ -145,10 +158,7 @@ impl Pipeline {
     /// [`hold`](Self::hold), [`restore`](Self::restore) or
     /// [`restore_partition`](Self::restore_partition) before records arrive.
     pub fn new(cfg: PipelineConfig, source: &str, style: PositionStyle) -> Pipeline {
-        let operators: Vec<Box<dyn Operator>> = vec![
-            Box::new(StoreOperator::new(cfg.order_ttl_ms)),
-            Box::new(RiderOperator::default()),
-        ];
+        let store = StoreOperator::new(cfg.order_ttl_ms);
         let too_far_ahead = format!(
             "event_time is more than {} ahead of the wall clock when read (--max-future)",
             short_duration(cfg.max_future_ms.unwrap_or(0))
@@ -162,13 +172,98 @@ impl Pipeline {
             effective: NO_WATERMARK,
             deferring: false,
             dedup: Dedup::default(),
-            operators,
+            store,
+            rider: RiderOperator::default(),
+            routing: None,
+            outgoing: BTreeMap::new(),
             raw: BTreeMap::new(),
             dead: DeadLetterBuilder::default(),
             curated: Curated::default(),
             ready: Vec::new(),
             position: String::new(),
         }
+    }
+
+    /// The operators, in the order of a snapshot's sections.
+    fn operators(&self) -> [&dyn Operator; 2] {
+        [&self.store, &self.rider]
+    }
+
+    fn operators_mut(&mut self) -> [&mut dyn Operator; 2] {
+        [&mut self.store, &mut self.rider]
+    }
+
+    /// Routes every rider-side contribution (a ping, a delivery) to the partition its
+    /// rider is keyed to among the source's `partitions` (Kafka's partitioner, as the
+    /// producer keys pings), for a consumer group where that partition may be held by
+    /// another process. Contributions for a partition held here are counted at once;
+    /// the others wait in [`take_credits`](Self::take_credits) for the epoch's commit.
+    /// Rider windows close only as far as [`set_rider_bound`](Self::set_rider_bound)
+    /// allows, which starts with nothing.
+    pub fn route_riders(&mut self, partitions: u32) {
+        self.routing = Some(partitions.max(1));
+        self.rider.set_bound(NO_WATERMARK);
+    }
+
+    /// Whether rider-side contributions are routed ([`route_riders`](Self::route_riders)).
+    pub fn routes_riders(&self) -> bool {
+        self.routing.is_some()
+    }
+
+    /// Every credit for rider windows ends at or past `bound` from now on, and every
+    /// earlier one is here: rider windows may close up to it (and the watermark).
+    pub fn set_rider_bound(&mut self, bound: i64) {
+        self.rider.set_bound(bound);
+    }
+
+    /// The bound set by [`set_rider_bound`](Self::set_rider_bound).
+    pub fn rider_bound(&self) -> i64 {
+        self.rider.bound()
+    }
+
+    /// The credits for partitions not held since the last call, by partition: to be
+    /// written with this epoch's commit.
+    pub fn take_credits(&mut self) -> BTreeMap<PartitionId, Vec<Credit>> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    /// By member, the newest epoch whose credits partition `part` (held) has taken.
+    pub fn credits_read(&self, part: PartitionId) -> Option<&BTreeMap<u64, u64>> {
+        self.parts.get(&part).map(|p| &p.credits_read)
+    }
+
+    /// Adds the credits member `member` committed in `epoch` for partition `part`.
+    /// False (and nothing added) if `part` is not held or has taken that epoch of that
+    /// member already: a member's epochs are taken in order, each once.
+    pub fn apply_credits(
+        &mut self,
+        part: PartitionId,
+        member: u64,
+        epoch: u64,
+        credits: &[Credit],
+    ) -> bool {
+        let Some(state) = self.parts.get_mut(&part) else {
+            return false;
+        };
+        let read = state.credits_read.entry(member).or_insert(0);
+        if epoch <= *read {
+            return false;
+        }
+        *read = epoch;
+        for credit in credits {
+            self.rider.credit(part, credit);
+        }
+        true
+    }
+
+    /// By partition held, the watermark its records are judged by from now on: every
+    /// record of it accepted later, here or by a process taking it over, is at least
+    /// as late.
+    pub fn floors(&self) -> BTreeMap<PartitionId, i64> {
+        self.parts
+            .iter()
+            .map(|(&p, part)| (p, part.floor.max(self.effective)))
+            .collect()
     }
 
     /// The counts so far, over the partitions held.
@@ -198,7 +293,7 @@ impl Pipeline {
 
     /// Entries of operator state held.
     pub fn state_entries(&self) -> usize {
-        self.operators
+        self.operators()
             .iter()
             .map(|o| o.state_entries())
             .sum::<usize>()
@@ -321,13 +416,29 @@ impl Pipeline {
             } else {
                 part.counters.accepted += 1;
                 raw.append(&ev, false, prov);
-                for op in &mut self.operators {
-                    op.process(part_id, &ev);
-                }
                 let candidate = ev.event_time.saturating_sub(self.cfg.lateness_ms);
                 if candidate > part.watermark {
                     part.watermark = candidate;
                     moved = true;
+                }
+                match (self.routing, Credit::applies_to(&ev)) {
+                    (Some(partitions), Some(rider)) => {
+                        // The rider side goes to its rider's partition; the store side
+                        // stays with the event's.
+                        self.store.process(part_id, &ev);
+                        let target = partition_for_key(rider.as_bytes(), partitions);
+                        if let Some(credit) = Credit::of(&ev) {
+                            if self.parts.contains_key(&target) {
+                                self.rider.credit(target, &credit);
+                            } else {
+                                self.outgoing.entry(target).or_default().push(credit);
+                            }
+                        }
+                    }
+                    _ => {
+                        self.store.process(part_id, &ev);
+                        self.rider.process(part_id, &ev);
+                    }
                 }
             }
             if raw.len() >= self.cfg.raw_batch_rows {
@@ -376,13 +487,14 @@ impl Pipeline {
             || !self.dead.is_empty()
             || !self.curated.is_empty()
             || !self.ready.is_empty()
+            || !self.outgoing.is_empty()
         {
             return Err(StateError::Mismatch(
                 "snapshot taken with output still held".into(),
             ));
         }
         let mut operators = self
-            .operators
+            .operators()
             .iter()
             .map(|o| o.snapshot())
             .collect::<Result<Vec<_>, _>>()?;
@@ -396,6 +508,7 @@ impl Pipeline {
                 floor: part.floor.max(self.effective),
                 status: part.status,
                 counters: part.counters,
+                credits_read: part.credits_read.clone(),
                 dedup: self.dedup.partition(id),
                 operators: operators.iter_mut().map(|o| o.remove(&id)).collect(),
             };
@@ -515,6 +628,15 @@ impl Pipeline {
     /// partition raise it, and partitions given up together (a revocation) would
     /// leave it at the fastest one's — judging their records late if they come back.
     pub fn release_partitions(&mut self, parts: &[PartitionId]) {
+        if self.routing.is_some() {
+            // Whoever takes them next judges their records by their floors, which the
+            // watermark here may pass once they are gone: rider windows after those
+            // may still get credits from them.
+            let floors = self.floors();
+            if let Some(&low) = parts.iter().filter_map(|p| floors.get(p)).min() {
+                self.rider.set_bound(self.rider.bound().min(low));
+            }
+        }
         for &part in parts {
             self.forget(part);
         }
@@ -526,7 +648,7 @@ impl Pipeline {
     fn forget(&mut self, part: PartitionId) {
         self.parts.remove(&part);
         self.dedup.release(part);
-        for op in &mut self.operators {
+        for op in self.operators_mut() {
             op.release(part);
         }
     }
@@ -544,11 +666,11 @@ impl Pipeline {
     fn load_section(&mut self, part: PartitionId, bytes: &[u8]) -> Result<(), StateError> {
         let encoded = zstd::stream::decode_all(bytes)?;
         let section: SectionIn = postcard::from_bytes(&encoded)?;
-        if section.operators.len() != self.operators.len() {
+        if section.operators.len() != self.operators().len() {
             return Err(StateError::Mismatch(format!(
                 "{} operators in the state, {} here",
                 section.operators.len(),
-                self.operators.len()
+                self.operators().len()
             )));
         }
         self.parts.insert(
@@ -558,12 +680,13 @@ impl Pipeline {
                 floor: section.floor,
                 status: section.status,
                 counters: section.counters,
+                credits_read: section.credits_read,
             },
         );
         if let Some(hours) = section.dedup {
             self.dedup.restore(part, hours)?;
         }
-        for (op, bytes) in self.operators.iter_mut().zip(&section.operators) {
+        for (op, bytes) in self.operators_mut().into_iter().zip(&section.operators) {
             if let Some(bytes) = bytes {
                 op.restore(part, bytes)?;
             }
@@ -610,16 +733,14 @@ impl Pipeline {
 
     /// Emits every window the effective watermark has passed.
     pub fn advance(&mut self) {
-        for op in &mut self.operators {
-            op.on_watermark(self.effective, &mut self.curated);
-        }
+        self.store.on_watermark(self.effective, &mut self.curated);
+        self.rider.on_watermark(self.effective, &mut self.curated);
     }
 
     /// End of a bounded input: emits every window and every pending row.
     pub fn flush_all(&mut self) {
-        for op in &mut self.operators {
-            op.flush(&mut self.curated);
-        }
+        self.store.flush(&mut self.curated);
+        self.rider.flush(&mut self.curated);
     }
 
     /// Takes the batches ready for the sink. With `all`, partly filled raw and
@@ -690,7 +811,8 @@ pub fn decode_batch(batch: &SourceBatch) -> Vec<Decoded> {
 /// 2: state kept apart by source partition, one compressed section each.
 /// 3: a rider window's ping ids in one string.
 /// 4: no partition count (partitions are held by number, and come and go).
-pub const STATE_VERSION: u32 = 4;
+/// 5: the credits each partition has read, by member (rider routing).
+pub const STATE_VERSION: u32 = 5;
 
 fn read_state(bytes: &[u8]) -> Result<PipelineState<'_>, StateError> {
     // The version leads, so any other layout is named as such, not misread.
@@ -720,6 +842,7 @@ struct Section<H, O> {
     floor: i64,
     status: PartitionStatus,
     counters: Counters,
+    credits_read: BTreeMap<u64, u64>,
     dedup: Option<H>,
     operators: Vec<Option<O>>,
 }
@@ -763,6 +886,164 @@ mod tests {
             b.records.push((start..b.data.len(), k as u64));
         }
         p.process_batch(&b, 0).unwrap();
+    }
+
+    /// An event of rider `rider` at `12:MM:SS` (`time`).
+    fn rider_event(id: &str, kind: &str, time: &str, rider: &str) -> Vec<u8> {
+        let extra = match kind {
+            "rider_location" => r#""lat":1,"lon":2,"speed_mps":4"#.to_string(),
+            _ => r#""order_id":"o1","store_id":"s1""#.to_string(),
+        };
+        format!(r#"{{"event_id":"{id}","event_type":"{kind}","event_time":"2026-11-21T12:{time}Z","rider_id":"{rider}",{extra}}}"#)
+            .into_bytes()
+    }
+
+    /// `(rider, pings, deliveries)` of the rider_minute rows written.
+    fn rider_rows(p: &mut Pipeline) -> Vec<(String, i64, i64)> {
+        use arrow::array::{Array, Int64Array, StringArray};
+        let mut rows = Vec::new();
+        for t in p.take_output(true).unwrap() {
+            if t.table != Table::RiderMinute {
+                continue;
+            }
+            let col = |name: &str| t.batch.column_by_name(name).unwrap().clone();
+            let (riders, pings, deliveries) = (col("rider_id"), col("pings"), col("deliveries"));
+            let riders = riders.as_any().downcast_ref::<StringArray>().unwrap();
+            let pings = pings.as_any().downcast_ref::<Int64Array>().unwrap();
+            let deliveries = deliveries.as_any().downcast_ref::<Int64Array>().unwrap();
+            for k in 0..riders.len() {
+                rows.push((
+                    riders.value(k).to_string(),
+                    pings.value(k),
+                    deliveries.value(k),
+                ));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn routed_rider_contributions_make_one_row_across_two_processes() {
+        // Rider r's pings are keyed to `home`; another process reads `away`, where r
+        // delivers an order (keyed by its store) and one ping arrives mis-keyed.
+        let home = partition_for_key(b"r", 2);
+        let away = 1 - home;
+        let style = PositionStyle::PartitionOffset;
+        let mut a = Pipeline::holding(PipelineConfig::default(), "t", style.clone(), [home]);
+        let mut b = Pipeline::holding(PipelineConfig::default(), "t", style, [away]);
+        a.route_riders(2);
+        b.route_riders(2);
+        feed(
+            &mut a,
+            home,
+            &[rider_event("p1", "rider_location", "00:05", "r")],
+        );
+        feed(
+            &mut b,
+            away,
+            &[
+                rider_event("d1", "order_delivered", "00:20", "r"),
+                rider_event("p2", "rider_location", "00:40", "r"),
+            ],
+        );
+        // Both watermarks pass the minute.
+        feed(
+            &mut a,
+            home,
+            &[rider_event("p3", "rider_location", "02:00", "r")],
+        );
+        feed(
+            &mut b,
+            away,
+            &[rider_event("d2", "order_delivered", "02:00", "r")],
+        );
+        a.advance();
+        b.advance();
+        assert_eq!(rider_rows(&mut b), vec![], "b holds no rider window");
+        assert_eq!(
+            rider_rows(&mut a),
+            vec![],
+            "a waits for the credits of `away`"
+        );
+        let credits = b.take_credits();
+        assert_eq!(credits.keys().copied().collect::<Vec<_>>(), vec![home]);
+        assert_eq!(credits[&home].len(), 3);
+        assert!(b.take_credits().is_empty(), "taken once");
+
+        assert!(a.apply_credits(home, 7, 1, &credits[&home]));
+        assert!(
+            !a.apply_credits(home, 7, 1, &credits[&home]),
+            "an epoch counts once"
+        );
+        assert!(!a.apply_credits(away, 7, 1, &credits[&home]), "not held");
+        assert_eq!(a.credits_read(home), Some(&BTreeMap::from([(7, 1)])));
+        // `away`'s floor is past 12:01 (its watermark 12:01:50).
+        a.set_rider_bound(b.floors()[&away]);
+        a.advance();
+        assert_eq!(rider_rows(&mut a), vec![("r".into(), 2, 1)]);
+
+        // What a partition has taken moves with it.
+        let moved = a.snapshot_of(&[home]).unwrap();
+        let mut c = Pipeline::new(
+            PipelineConfig::default(),
+            "t",
+            PositionStyle::PartitionOffset,
+        );
+        c.route_riders(2);
+        c.restore_partition(&moved, home).unwrap();
+        assert_eq!(c.credits_read(home), Some(&BTreeMap::from([(7, 1)])));
+        assert!(!c.apply_credits(home, 7, 1, &credits[&home]));
+    }
+
+    #[test]
+    fn credits_not_yet_written_keep_the_snapshot_waiting() {
+        let home = partition_for_key(b"r", 2);
+        let mut b = Pipeline::holding(
+            PipelineConfig::default(),
+            "t",
+            PositionStyle::PartitionOffset,
+            [1 - home],
+        );
+        b.route_riders(2);
+        feed(
+            &mut b,
+            1 - home,
+            &[rider_event("d1", "order_delivered", "00:20", "r")],
+        );
+        b.take_output(true).unwrap();
+        assert!(b.snapshot().is_err(), "credits still held");
+        b.take_credits();
+        assert!(b.snapshot().is_ok());
+    }
+
+    #[test]
+    fn releasing_a_partition_holds_rider_windows_at_its_floor() {
+        // Once `slow` is gone the watermark jumps to `fast`'s, but whoever takes `slow`
+        // over accepts records from its floor on, and may credit rider windows here.
+        let mut p = Pipeline::holding(
+            PipelineConfig::default(),
+            "t",
+            PositionStyle::PartitionOffset,
+            0..2,
+        );
+        p.route_riders(2);
+        p.set_rider_bound(i64::MAX);
+        feed(
+            &mut p,
+            0,
+            &[rider_event("a", "rider_location", "05:00", "x")],
+        );
+        feed(
+            &mut p,
+            1,
+            &[rider_event("b", "rider_location", "01:00", "y")],
+        );
+        let slow_floor = p.floors()[&1];
+        p.take_output(true).unwrap();
+        p.take_credits();
+        p.release_partitions(&[1]);
+        assert!(p.watermark() > slow_floor);
+        assert_eq!(p.rider_bound(), slow_floor);
     }
 
     #[test]

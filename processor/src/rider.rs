@@ -8,6 +8,14 @@
 //! deliveries counted here come from `order_delivered` events, keyed by their store:
 //! so a rider's window usually has partials from several partitions, merged when the
 //! window is written.
+//!
+//! In a consumer group those partitions may sit in different processes, and each would
+//! write a partial row. There the pipeline *routes* every rider-side contribution (a
+//! ping or a delivery, a [`Credit`]) to the partition its rider's pings are keyed to
+//! ([`Pipeline::route_riders`](crate::pipeline::Pipeline::route_riders)): counted
+//! there directly when this process holds it, else sent through the checkpoint store
+//! to whoever does ([`crate::group`]). A window then closes only once no credit for it
+//! can still come from elsewhere: the operator's *bound* ([`RiderOperator::set_bound`]).
 
 use std::collections::BTreeMap;
 
@@ -19,6 +27,69 @@ use serde::{Deserialize, Serialize};
 
 use crate::operator::{Curated, Operator, RiderMinuteRow, StateError};
 use crate::partials::{Partials, PartitionId, by_partition};
+
+/// One rider-side contribution to a rider's minute, as routed to the partition of its
+/// rider: what a ping or a delivery adds, no more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Credit {
+    /// The rider.
+    pub rider_id: String,
+    /// The event's time.
+    pub event_time: i64,
+    /// What it adds.
+    pub kind: CreditKind,
+}
+
+/// What a [`Credit`] adds to its window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CreditKind {
+    /// An accepted `order_delivered` by the rider.
+    Delivery,
+    /// An accepted `rider_location` (its id orders pings of equal time).
+    Ping {
+        /// The event id.
+        event_id: String,
+        /// Latitude.
+        lat: f64,
+        /// Longitude.
+        lon: f64,
+        /// Speed, if the ping had one.
+        speed: Option<f64>,
+    },
+}
+
+impl Credit {
+    /// What an accepted event adds to `rider_minute`, if anything.
+    pub fn of(ev: &Event<'_>) -> Option<Credit> {
+        let rider_id = ev.rider_id.as_deref()?;
+        let kind = match ev.event_type {
+            EventType::RiderLocation => CreditKind::Ping {
+                event_id: ev.event_id.to_string(),
+                lat: ev.lat?,
+                lon: ev.lon?,
+                speed: ev.speed_mps,
+            },
+            EventType::OrderDelivered => CreditKind::Delivery,
+            _ => return None,
+        };
+        Some(Credit {
+            rider_id: rider_id.to_owned(),
+            event_time: ev.event_time,
+            kind,
+        })
+    }
+
+    /// Whether an accepted event contributes to `rider_minute` (without building the
+    /// credit).
+    pub fn applies_to<'e>(ev: &'e Event<'_>) -> Option<&'e str> {
+        let rider = ev.rider_id.as_deref()?;
+        match ev.event_type {
+            EventType::RiderLocation if ev.lat.is_some() && ev.lon.is_some() => Some(rider),
+            EventType::OrderDelivered => Some(rider),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Ping {
@@ -76,10 +147,22 @@ impl RiderAgg {
 }
 
 /// The rider-side operator.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RiderOperator {
     /// Keyed by `String` so that one lookup finds or opens a rider's window (`entry_ref`).
     minutes: BTreeMap<i64, HashMap<String, Partials<RiderAgg>>>,
+    /// No window ending after this closes, whatever the watermark: credits for it may
+    /// still come from other processes. `i64::MAX` when every credit is local.
+    bound: i64,
+}
+
+impl Default for RiderOperator {
+    fn default() -> Self {
+        RiderOperator {
+            minutes: BTreeMap::new(),
+            bound: i64::MAX,
+        }
+    }
 }
 
 /// One partition's part of the state: `((window start, rider), partial)`.
@@ -112,6 +195,72 @@ impl RiderOperator {
             .or_default()
             .of(part)
     }
+
+    /// Adds a credit routed to partition `part` (which this process holds).
+    pub fn credit(&mut self, part: PartitionId, credit: &Credit) {
+        let agg = self.agg(part, credit.event_time, &credit.rider_id);
+        match &credit.kind {
+            CreditKind::Delivery => agg.deliveries += 1,
+            CreditKind::Ping {
+                event_id,
+                lat,
+                lon,
+                speed,
+            } => agg.push(credit.event_time, event_id, *lat, *lon, *speed),
+        }
+    }
+
+    /// Sets how far windows may close, whatever the watermark: every credit for a
+    /// window ending at or before `bound` is here.
+    pub fn set_bound(&mut self, bound: i64) {
+        self.bound = bound;
+    }
+
+    /// The bound set by [`set_bound`](Self::set_bound).
+    pub fn bound(&self) -> i64 {
+        self.bound
+    }
+
+    /// Writes every window ending at or before `through`.
+    fn close_through(&mut self, through: i64, out: &mut Curated) {
+        while let Some(entry) = self.minutes.first_entry() {
+            let start = *entry.key();
+            if start > through.saturating_sub(MINUTE_MS) {
+                break;
+            }
+            for (rider_id, partials) in entry.remove() {
+                out.rider_minute.push(row(start, rider_id, partials));
+            }
+        }
+    }
+}
+
+/// The row of a rider's window, from its partials.
+fn row(window_start: i64, rider_id: String, partials: Partials<RiderAgg>) -> RiderMinuteRow {
+    let mut agg = RiderAgg::default();
+    for partial in partials.into_values() {
+        agg.merge(partial);
+    }
+    let mut pings = std::mem::take(&mut agg.pings);
+    pings.sort_by(|a, b| (a.time, agg.id(a)).cmp(&(b.time, agg.id(b))));
+    agg.pings = pings;
+    let distance_m = agg
+        .pings
+        .windows(2)
+        .map(|w| haversine_m(w[0].lat, w[0].lon, w[1].lat, w[1].lon))
+        // Not `sum()`: an empty f64 sum is -0.0, which prints as "-0.0".
+        .fold(0.0, |total, d| total + d);
+    let speeds: Vec<f64> = agg.pings.iter().filter_map(|p| p.speed).collect();
+    let avg_speed_mps =
+        (!speeds.is_empty()).then(|| speeds.iter().sum::<f64>() / speeds.len() as f64);
+    RiderMinuteRow {
+        window_start,
+        rider_id: rider_id.into_boxed_str(),
+        pings: agg.pings.len() as i64,
+        distance_m,
+        avg_speed_mps,
+        deliveries: agg.deliveries,
+    }
 }
 
 impl Operator for RiderOperator {
@@ -138,37 +287,12 @@ impl Operator for RiderOperator {
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Curated) {
-        while let Some(entry) = self.minutes.first_entry() {
-            let start = *entry.key();
-            if start > watermark.saturating_sub(MINUTE_MS) {
-                break;
-            }
-            for (rider_id, partials) in entry.remove() {
-                let mut agg = RiderAgg::default();
-                for partial in partials.into_values() {
-                    agg.merge(partial);
-                }
-                let mut pings = std::mem::take(&mut agg.pings);
-                pings.sort_by(|a, b| (a.time, agg.id(a)).cmp(&(b.time, agg.id(b))));
-                agg.pings = pings;
-                let distance_m = agg
-                    .pings
-                    .windows(2)
-                    .map(|w| haversine_m(w[0].lat, w[0].lon, w[1].lat, w[1].lon))
-                    .sum();
-                let speeds: Vec<f64> = agg.pings.iter().filter_map(|p| p.speed).collect();
-                let avg_speed_mps =
-                    (!speeds.is_empty()).then(|| speeds.iter().sum::<f64>() / speeds.len() as f64);
-                out.rider_minute.push(RiderMinuteRow {
-                    window_start: start,
-                    rider_id: rider_id.into_boxed_str(),
-                    pings: agg.pings.len() as i64,
-                    distance_m,
-                    avg_speed_mps,
-                    deliveries: agg.deliveries,
-                });
-            }
-        }
+        self.close_through(watermark.min(self.bound), out);
+    }
+
+    fn flush(&mut self, out: &mut Curated) {
+        // The end of every input: nothing is left to come from anywhere.
+        self.close_through(i64::MAX, out);
     }
 
     fn snapshot(&self) -> Result<BTreeMap<PartitionId, Vec<u8>>, StateError> {
@@ -226,6 +350,26 @@ mod tests {
                 "{lat}: {d}"
             );
         }
+    }
+
+    #[test]
+    fn a_window_with_one_ping_has_a_distance_of_plus_zero() {
+        let mut op = RiderOperator::default();
+        let ping = Credit {
+            rider_id: "r".into(),
+            event_time: 0,
+            kind: CreditKind::Ping {
+                event_id: "p".into(),
+                lat: 1.0,
+                lon: 2.0,
+                speed: None,
+            },
+        };
+        op.credit(0, &ping);
+        let mut out = Curated::default();
+        op.flush(&mut out);
+        let d = out.rider_minute[0].distance_m;
+        assert!(d == 0.0 && d.is_sign_positive(), "{d:?}");
     }
 
     #[test]

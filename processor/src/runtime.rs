@@ -339,6 +339,7 @@ pub fn recover(
             start: Some(StartRecord { resumed_from }),
             created_at_ms: now_ms(),
             state_encode_ms: 0.0,
+            floors: BTreeMap::new(),
         },
     )?;
     failpoint("start-committed");
@@ -409,11 +410,13 @@ enum Read {
         parts: Vec<u32>,
         reply: SyncSender<Result<(), SourceError>>,
     },
-    /// Partitions a bounded run has read to their end; replied to once they are
-    /// checkpointed and handed over.
+    /// Partitions a bounded run has read to their end (`ends`: every partition's);
+    /// replied to once they are checkpointed and handed over (`true`), or with
+    /// `false` while their rider windows still wait for credits from elsewhere.
     Finished {
         parts: Vec<u32>,
-        reply: SyncSender<Result<(), SourceError>>,
+        ends: Positions,
+        reply: SyncSender<Result<bool, SourceError>>,
     },
 }
 
@@ -453,11 +456,12 @@ impl PartitionHandler for Handover {
         answer.recv().map_err(|_| handover_stopped())?
     }
 
-    fn finished(&self, parts: &[u32]) -> Result<(), SourceError> {
+    fn finished(&self, parts: &[u32], ends: &Positions) -> Result<bool, SourceError> {
         let (reply, answer) = sync_channel(1);
         self.to_pipeline
             .send(Ok(Read::Finished {
                 parts: parts.to_vec(),
+                ends: ends.clone(),
                 reply,
             }))
             .map_err(|_| handover_stopped())?;
@@ -583,6 +587,7 @@ pub fn run(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<RunReport, RuntimeError> {
     let mut at = SourceView::of(source.as_ref());
+    let all_partitions = source.all_partitions();
     let (to_pipeline, from_reader) = sync_channel(READ_AHEAD);
     let (recycle, recycled) = sync_channel(READ_AHEAD);
     let committed = Arc::new(std::sync::Mutex::new(None));
@@ -601,7 +606,15 @@ pub fn run(
         recycle,
         committed: Some(committed),
     };
-    let result = drive(&reader, &mut at, pipeline, sink, opts, start, progress);
+    let result = drive(
+        &reader,
+        &mut at,
+        pipeline,
+        (sink, all_partitions),
+        opts,
+        start,
+        progress,
+    );
     // Hanging up stops the reader at its next send.
     drop(reader);
     let panicked = |panic: Box<dyn std::any::Any + Send>| {
@@ -644,13 +657,15 @@ fn drive(
     reader: &Reader,
     at: &mut SourceView,
     pipeline: &mut Pipeline,
-    sink: Box<dyn LakeSink>,
+    (sink, all_partitions): (Box<dyn LakeSink>, Vec<u32>),
     opts: &RunOptions,
     start: Start<'_>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<RunReport, RuntimeError> {
     let checkpointer = start.checkpointer;
-    let result = Driver::new(sink, start).run(reader, at, pipeline, opts, progress);
+    let mut driver = Driver::new(sink, start);
+    driver.all_partitions = all_partitions;
+    let result = driver.run(reader, at, pipeline, opts, progress);
     match (result, checkpointer) {
         (Err(e), Some(cp)) if !matches!(e, RuntimeError::Checkpoint(_)) => match cp.fence().check()
         {
@@ -672,6 +687,12 @@ struct Driver<'a> {
     last_commit: Instant,
     /// Counts of partitions read to their end and handed over during the run.
     finished: Counters,
+    /// Every partition of the source, whoever reads it (rider credits' bound).
+    all_partitions: Vec<u32>,
+    /// In a bounded group run, every partition's end, once everything held is read.
+    ends: Option<Positions>,
+    /// Everything held is read and committed at its end, waiting for rider credits.
+    at_end_committed: bool,
 }
 
 impl<'a> Driver<'a> {
@@ -686,6 +707,9 @@ impl<'a> Driver<'a> {
             checkpoint: CheckpointStats::default(),
             last_commit: Instant::now(),
             finished: Counters::default(),
+            all_partitions: Vec::new(),
+            ends: None,
+            at_end_committed: false,
         }
     }
 
@@ -759,20 +783,35 @@ impl<'a> Driver<'a> {
                     let _ = reply.send(answer);
                     taken?;
                 }
-                Some(Read::Finished { parts, reply }) => {
+                Some(Read::Finished { parts, ends, reply }) => {
                     // Everything held is read to its end: its windows are final here,
-                    // as at the end of a file (the state handed over has none open).
+                    // as at the end of a file (the state handed over has none open) —
+                    // once no rider credit can still come from another member.
                     let flushed = pipeline.held().iter().all(|p| parts.contains(p));
-                    if flushed {
-                        pipeline.flush_all();
-                    }
-                    let counters = pipeline.counters_of(&parts);
-                    let given = self.revoke(&parts, at, pipeline, &reader.committed, flushed);
-                    if given.is_ok() {
-                        self.finished += counters;
-                    }
+                    let waiting = if flushed {
+                        self.ends = Some(ends);
+                        self.credits_outstanding(at, pipeline, &reader.committed)
+                    } else {
+                        Ok(false)
+                    };
+                    let given = match waiting {
+                        Ok(true) => Ok(false),
+                        Ok(false) => {
+                            if flushed {
+                                pipeline.flush_all();
+                            }
+                            let counters = pipeline.counters_of(&parts);
+                            let given =
+                                self.revoke(&parts, at, pipeline, &reader.committed, flushed);
+                            if given.is_ok() {
+                                self.finished += counters;
+                            }
+                            given.map(|()| true)
+                        }
+                        Err(e) => Err(e),
+                    };
                     let answer = match &given {
-                        Ok(()) => Ok(()),
+                        Ok(done) => Ok(*done),
                         Err(e) => Err(SourceError::Handover(e.to_string())),
                     };
                     let _ = reply.send(answer);
@@ -828,6 +867,48 @@ impl<'a> Driver<'a> {
         })
     }
 
+    /// With rider routing, everything held read to its end: whether rider credits may
+    /// still come from partitions held elsewhere. The first time, commits (so that
+    /// the others see this member at its end); then takes the credits committed since.
+    fn credits_outstanding(
+        &mut self,
+        at: &SourceView,
+        pipeline: &mut Pipeline,
+        committed: &Option<Arc<std::sync::Mutex<Option<Positions>>>>,
+    ) -> Result<bool, RuntimeError> {
+        let Some(member) = self.start.group.clone() else {
+            return Ok(false);
+        };
+        if !pipeline.routes_riders() {
+            return Ok(false);
+        }
+        if self.at_end_committed {
+            self.exchange_credits(&member, pipeline)?;
+        } else {
+            self.close_epoch(at, pipeline, committed)?;
+            self.at_end_committed = true;
+        }
+        Ok(pipeline.rider_bound() != i64::MAX)
+    }
+
+    /// Takes the rider credits other members committed for the partitions held, and
+    /// lets rider windows close as far as no more can come.
+    fn exchange_credits(
+        &self,
+        member: &Member,
+        pipeline: &mut Pipeline,
+    ) -> Result<(), RuntimeError> {
+        // The bound first: every credit committed with the states it was read from is
+        // then in the store for `read_credits`.
+        let bound =
+            member.rider_bound(&self.all_partitions, &pipeline.held(), self.ends.as_ref())?;
+        let taken = member.read_credits(pipeline)?;
+        pipeline.set_rider_bound(bound);
+        pipeline.advance();
+        tracing::debug!(bound, taken, "rider credits exchanged");
+        Ok(())
+    }
+
     /// Takes over assigned partitions (a consumer group's member).
     fn assign(
         &mut self,
@@ -841,6 +922,7 @@ impl<'a> Driver<'a> {
             ));
         };
         let positions = member.take(defaults, pipeline, &mut SinkRepair(&mut self.sink))?;
+        self.at_end_committed = false;
         tracing::info!(partitions = ?positions.keys().collect::<Vec<_>>(), held = ?pipeline.held(), "partitions assigned and taken over");
         // Until the source reports them, the next checkpoint has them from here.
         at.positions
@@ -862,6 +944,7 @@ impl<'a> Driver<'a> {
         };
         self.close_epoch(at, pipeline, committed)?;
         member.give_up(parts, pipeline, &at.positions, complete)?;
+        self.at_end_committed = false;
         tracing::info!(partitions = ?parts, held = ?pipeline.held(), "partitions revoked and handed over");
         at.positions.retain(|p, _| !parts.contains(p));
         at.statuses.retain(|p, _| !parts.contains(p));
@@ -877,6 +960,13 @@ impl<'a> Driver<'a> {
         committed: &Option<Arc<std::sync::Mutex<Option<Positions>>>>,
     ) -> Result<(), RuntimeError> {
         let epoch = self.epoch;
+        if let Some(member) = self.start.group.clone()
+            && pipeline.routes_riders()
+        {
+            self.exchange_credits(&member, pipeline)?;
+        }
+        // After the exchange: credits never go out while being taken in.
+        let credits = pipeline.take_credits();
         self.sink.send(pipeline.take_output(true)?)?;
         let staged = self.sink.ask(|reply| SinkMsg::Prepare(epoch, reply))?;
         failpoint("epoch-staged");
@@ -885,6 +975,9 @@ impl<'a> Driver<'a> {
             let state = pipeline.snapshot()?;
             let state_encode_ms = t.elapsed().as_secs_f64() * 1e3;
             let state_ref = cp.write_state(epoch, &state)?;
+            if let Some(member) = &self.start.group {
+                member.write_credits(epoch, &credits)?;
+            }
             failpoint("checkpoint-state-written");
             cp.fence().check()?;
             // The last moment before the commit: every file it names is there.
@@ -903,6 +996,11 @@ impl<'a> Driver<'a> {
                     start: None,
                     created_at_ms: now_ms(),
                     state_encode_ms,
+                    floors: if self.start.group.is_some() {
+                        pipeline.floors()
+                    } else {
+                        BTreeMap::new()
+                    },
                 },
             )?;
             self.checkpoint = CheckpointStats {
@@ -917,7 +1015,7 @@ impl<'a> Driver<'a> {
             );
             failpoint("checkpoint-committed");
             if let Some(member) = &self.start.group {
-                member.committed();
+                member.committed(pipeline);
             }
             if let Some(slot) = committed {
                 *slot

@@ -264,6 +264,8 @@ fn process_group(
         .with_context(|| format!("cannot open {}", args.from))?;
     let sink = ParquetSink::new(lake.clone(), name, member.id(), SinkOptions::default())?;
     let mut pipeline = Pipeline::new(cfg, &source_name, position_style(&args.from));
+    // A rider's pings and its deliveries may be read by different members.
+    pipeline.route_riders(source.all_partitions().len() as u32);
     let start = Start {
         epoch: 1,
         checkpointer: Some(&checkpointer),

@@ -283,6 +283,8 @@ pub struct KafkaSource {
     shared: Arc<Shared>,
     consumer: BaseConsumer<GroupContext>,
     parts: BTreeMap<u32, Part>,
+    /// Every partition of the topic, when the run started.
+    all: Vec<u32>,
     /// End offsets of every partition, when the run started.
     ends: BTreeMap<u32, i64>,
     until_end: bool,
@@ -292,6 +294,9 @@ pub struct KafkaSource {
     turn: u32,
     /// When a bounded run holding no partition last asked whether the group is done.
     asked_done: Option<Instant>,
+    /// When a bounded run last asked the pipeline to finish what it holds (which may
+    /// have to wait for other members).
+    asked_finish: Option<Instant>,
     /// Partitions read to their end and handed over, still assigned (and paused).
     handed_over: std::collections::BTreeSet<u32>,
 }
@@ -387,12 +392,14 @@ impl KafkaSource {
             shared,
             consumer,
             parts: BTreeMap::new(),
+            all: partitions,
             ends,
             until_end: opts.until_end,
             idle_timeout: opts.idle_timeout,
             batch_bytes: opts.batch_bytes.max(1),
             turn: 0,
             asked_done: None,
+            asked_finish: None,
             handed_over: std::collections::BTreeSet::new(),
         })
     }
@@ -513,6 +520,14 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Every partition's end, as positions.
+    fn end_positions(&self) -> Positions {
+        self.ends
+            .iter()
+            .map(|(&p, &offset)| (p, Position::Kafka { offset }))
+            .collect()
+    }
+
     fn finished(&self, part: &Part) -> bool {
         self.until_end && part.records.is_empty() && part.end.is_some_and(|end| part.next >= end)
     }
@@ -525,6 +540,10 @@ impl Source for KafkaSource {
 
     fn partitions(&self) -> Vec<u32> {
         Vec::new()
+    }
+
+    fn all_partitions(&self) -> Vec<u32> {
+        self.all.clone()
     }
 
     fn position_style(&self) -> PositionStyle {
@@ -561,14 +580,23 @@ impl Source for KafkaSource {
                 .filter(|(_, part)| self.finished(part))
                 .map(|(&p, _)| p)
                 .collect();
-            if !done.is_empty() && done.len() == self.parts.len() {
+            if !done.is_empty()
+                && done.len() == self.parts.len()
+                && self
+                    .asked_finish
+                    .is_none_or(|t| t.elapsed() >= Duration::from_millis(300))
+            {
                 // Everything held is read: hand it over now, so that the group's run
                 // ends once every partition is (whoever reads the rest), and stop
-                // reading it.
+                // reading it — unless its rider windows still wait for other members.
                 let Some(handler) = self.shared.handler() else {
                     return Ok(Poll::Ended);
                 };
-                handler.finished(&done)?;
+                self.asked_finish = Some(Instant::now());
+                if !handler.finished(&done, &self.end_positions())? {
+                    return Ok(Poll::Pending);
+                }
+                self.asked_finish = None;
                 let mut tpl = TopicPartitionList::new();
                 for &p in &done {
                     let _ = tpl.add_partition(&self.shared.topic, p as i32);
@@ -588,11 +616,7 @@ impl Source for KafkaSource {
                 // more members than partitions): done once every partition was read
                 // to its end and handed over by whoever held it last.
                 self.asked_done = Some(Instant::now());
-                let ends: Positions = self
-                    .ends
-                    .iter()
-                    .map(|(&p, &offset)| (p, Position::Kafka { offset }))
-                    .collect();
+                let ends = self.end_positions();
                 if self
                     .shared
                     .handler()

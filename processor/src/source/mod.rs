@@ -184,10 +184,13 @@ pub trait PartitionHandler: Send + Sync {
     /// to its system (Kafka: commit them to the group, so that lag tools see progress).
     fn committed(&self) -> Option<Positions>;
 
-    /// A bounded run has read these partitions to their end: the pipeline commits a
-    /// checkpoint holding them, hands them over (so another process never has to fence
-    /// this one for them) and counts them as done. The source stops reading them.
-    fn finished(&self, partitions: &[u32]) -> Result<(), SourceError>;
+    /// A bounded run has read these partitions (everything it holds) to their end
+    /// (`ends`: every partition's end): the pipeline commits a checkpoint holding them,
+    /// hands them over (so another process never has to fence this one for them) and
+    /// counts them as done — `true`; the source stops reading them. `false`: not yet,
+    /// their rider windows wait for credits from partitions read elsewhere; the source
+    /// keeps them and asks again a little later.
+    fn finished(&self, partitions: &[u32], ends: &Positions) -> Result<bool, SourceError>;
 
     /// Whether every partition in `ends` has been read up to its end and handed over
     /// by whichever process last held it: how a bounded run that holds no partition
@@ -206,6 +209,12 @@ pub trait Source: Send {
     /// for a source whose partitions are assigned while it runs (see
     /// [`attach`](Source::attach)).
     fn partitions(&self) -> Vec<u32>;
+
+    /// Every partition of the source, whoever reads it: [`partitions`](Source::partitions)
+    /// unless partitions are assigned while it runs.
+    fn all_partitions(&self) -> Vec<u32> {
+        self.partitions()
+    }
 
     /// How record positions are labelled.
     fn position_style(&self) -> PositionStyle;

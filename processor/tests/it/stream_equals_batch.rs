@@ -10,7 +10,9 @@ use rushhour_processor::PipelineConfig;
 use rushhour_schemas::Table;
 use rushhour_schemas::time::format_millis;
 
-use crate::util::{Cell, f, i, null, run_batches, run_restarted, run_with_moved_partitions, s};
+use crate::util::{
+    Cell, f, i, null, run_batches, run_restarted, run_split_routed, run_with_moved_partitions, s,
+};
 
 const BASE: i64 = 1_795_262_400_000; // 2026-11-21T12:00:00Z
 const LATENESS: i64 = 10_000;
@@ -488,6 +490,31 @@ proptest! {
         prop_assert_eq!(merge_rider_partials(lake.sorted(Table::RiderMinute)), want.rider_minute);
         let raw_rows = lake.tables.get(&Table::RawEvents).map_or(0, Vec::len);
         prop_assert_eq!(raw_rows, accepted.len());
+    }
+
+    /// A consumer group's layout: two processes split the partitions, rider
+    /// contributions routed to their rider's partition (pings here are keyed by a
+    /// partitioner other than the router's, so most are routed too) with credits and
+    /// floors exchanged at each commit. `rider_minute` is then one row per rider and
+    /// minute, as one process writes it — no partial rows to merge.
+    #[test]
+    fn rider_windows_split_between_two_processes_are_exact_with_routing(
+        (lines, partitions, cuts) in arb_stream_with(9, true),
+        mask in any::<u8>(),
+    ) {
+        let batches = cut_batches(&lines, &cuts);
+        let theirs: Vec<u32> = (0..partitions).filter(|p| mask >> p & 1 == 1).collect();
+        let cfg = PipelineConfig { lateness_ms: LATENESS, ..PipelineConfig::default() };
+        let (lake, counters) = run_split_routed(cfg, partitions, &batches, &theirs);
+        let (accepted, late) = classify(&arrival_order(&batches), partitions);
+        prop_assert!(late.is_empty());
+        prop_assert_eq!(counters.late, 0);
+        prop_assert_eq!(counters.accepted as usize, accepted.len());
+        let want = batch_answer(&accepted, &late);
+        prop_assert_eq!(lake.sorted(Table::StoreMinute), want.store_minute);
+        prop_assert_eq!(lake.sorted(Table::Deliveries), want.deliveries);
+        prop_assert_eq!(lake.sorted(Table::StoreDelivery5m), want.store_delivery_5m);
+        prop_assert_eq!(lake.sorted(Table::RiderMinute), want.rider_minute);
     }
 }
 

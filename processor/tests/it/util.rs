@@ -261,3 +261,60 @@ pub fn run_with_moved_partitions(
     }
     (lake, counters)
 }
+
+/// Two processes from the start, the second holding the partitions in `theirs`, with
+/// rider contributions routed by rider as in a consumer group
+/// ([`Pipeline::route_riders`]). After every batch both "commit": each hands the other
+/// the credits it wrote and the floors of the partitions it holds, which bound the
+/// other's rider windows (what `rushhour_processor::group` does through the checkpoint
+/// store). Returns the lake both wrote, and their counters.
+pub fn run_split_routed(
+    cfg: PipelineConfig,
+    partitions: u32,
+    batches: &[Vec<(u32, Vec<u8>)>],
+    theirs: &[u32],
+) -> (Lake, Counters) {
+    let mut procs = [(); 2].map(|()| {
+        let mut p = Pipeline::new(cfg.clone(), "test:in", PositionStyle::PartitionOffset);
+        p.route_riders(partitions);
+        p
+    });
+    for part in 0..partitions {
+        procs[usize::from(theirs.contains(&part))].hold(part);
+    }
+    let mut lake = Lake::default();
+    let mut offsets = vec![0u64; partitions as usize];
+    for (epoch, batch) in (1..).zip(batches) {
+        for (k, p) in procs.iter_mut().enumerate() {
+            let share: Vec<(u32, Vec<u8>)> = batch
+                .iter()
+                .filter(|(part, _)| usize::from(theirs.contains(part)) == k)
+                .cloned()
+                .collect();
+            feed(p, &mut lake, &mut offsets, &share);
+        }
+        let sent: Vec<_> = procs
+            .iter_mut()
+            .map(|p| {
+                let floor = p.floors().values().copied().min().unwrap_or(i64::MAX);
+                (p.take_credits(), floor)
+            })
+            .collect();
+        for (k, p) in procs.iter_mut().enumerate() {
+            let (credits, floor) = &sent[1 - k];
+            for (&part, credits) in credits {
+                assert!(p.apply_credits(part, 1 - k as u64, epoch, credits));
+            }
+            p.set_rider_bound(*floor);
+            p.advance();
+            lake.add(p.take_output(false).unwrap());
+        }
+    }
+    let mut counters = Counters::default();
+    for p in &mut procs {
+        p.flush_all();
+        lake.add(p.take_output(true).unwrap());
+        counters += p.counters();
+    }
+    (lake, counters)
+}

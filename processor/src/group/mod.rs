@@ -30,6 +30,11 @@
 //!
 //! Damaged checkpoints in a group stop the taker with an error: falling back would
 //! undo epochs whose files hold other partitions' rows too.
+//!
+//! Rider windows gather contributions from partitions other members read: those travel
+//! as credits through the same store ([`credits`]).
+
+mod credits;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -39,7 +44,9 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{
     CheckpointError, CheckpointStore, Checkpointer, FORMAT, Fence, Manifest, VERSION,
 };
-use crate::lease::{Holder, LEASE_FORMAT, LeaseRecord, generation_of, lease_name, newest};
+use crate::lease::{
+    Holder, LEASE_FORMAT, LeaseRecord, Released, generation_of, lease_name, newest,
+};
 use crate::pipeline::Pipeline;
 use crate::sink::{BoxError, StagedFile};
 use crate::source::{Position, Positions};
@@ -257,6 +264,7 @@ impl Member {
                 expires_at_ms: i64::MAX,
                 released_at_ms: None,
                 owner: Some(self.id),
+                released: None,
             };
             let bytes =
                 serde_json::to_vec_pretty(&record).map_err(|e| self.store_err()(Box::new(e)))?;
@@ -491,6 +499,7 @@ impl Member {
             let state = pipeline
                 .snapshot_of(&[part])
                 .map_err(|e| self.damaged(&handoff_name(part, generation), e.to_string()))?;
+            let floor = pipeline.floors().get(&part).copied().unwrap_or(i64::MIN);
             let handoff = Handoff {
                 complete,
                 position,
@@ -503,6 +512,7 @@ impl Member {
                 .map_err(self.store_err())?;
             if let Some(mut record) = self.claim_record(part, generation)? {
                 record.released_at_ms = Some(crate::runtime::now_ms());
+                record.released = Some(Released { floor, position });
                 let bytes = serde_json::to_vec_pretty(&record)
                     .map_err(|e| self.store_err()(Box::new(e)))?;
                 self.store
@@ -547,14 +557,18 @@ impl Member {
         Ok(true)
     }
 
-    /// After a commit: the partitions taken since the one before are now in this
-    /// member's chain, so their older handoffs and claims are no longer needed.
-    pub fn committed(&self) {
+    /// After a commit of `pipeline`'s state: the partitions taken since the one before
+    /// are now in this member's chain, so their older handoffs and claims are no longer
+    /// needed, nor the credits the state has taken.
+    pub fn committed(&self, pipeline: &Pipeline) {
         let fresh: Vec<u32> = std::mem::take(&mut *locked(&self.fresh))
             .into_iter()
             .collect();
         let claims = locked(&self.claims).clone();
         let Ok(names) = self.store.list() else { return };
+        if pipeline.routes_riders() {
+            self.purge_credits(&names, pipeline);
+        }
         for part in fresh {
             let Some(&own) = claims.get(&part) else {
                 continue;
@@ -659,6 +673,7 @@ mod tests {
     use crate::checkpoint::{EpochEnd, MemoryCheckpointStore};
     use crate::pipeline::{Counters, PipelineConfig};
     use crate::source::PositionStyle;
+    use rushhour_schemas::NO_WATERMARK;
 
     /// A lake that only records what it is asked to publish.
     #[derive(Default)]
@@ -706,6 +721,9 @@ mod tests {
     ) {
         let cp = member.checkpointer(3);
         pipeline.take_output(true).unwrap();
+        member
+            .write_credits(epoch, &pipeline.take_credits())
+            .unwrap();
         let state = cp
             .write_state(epoch, &pipeline.snapshot().unwrap())
             .unwrap();
@@ -720,9 +738,124 @@ mod tests {
                 start: None,
                 created_at_ms: 0,
                 state_encode_ms: 0.0,
+                floors: pipeline.floors(),
             },
         )
         .unwrap();
+        member.committed(pipeline);
+    }
+
+    /// Runs `records` (JSON lines) of partition `part` through `pipeline`.
+    fn feed(pipeline: &mut Pipeline, part: u32, records: &[String]) {
+        let mut batch = crate::source::SourceBatch {
+            partition: part,
+            ..Default::default()
+        };
+        for (k, r) in records.iter().enumerate() {
+            let start = batch.data.len();
+            batch.data.extend_from_slice(r.as_bytes());
+            batch.records.push((start..batch.data.len(), k as u64));
+        }
+        pipeline.process_batch(&batch, 0).unwrap();
+    }
+
+    /// An `order_delivered` by rider `r` at `12:00:SS`.
+    fn delivered(id: &str, second: u32) -> String {
+        format!(
+            r#"{{"event_id":"{id}","event_type":"order_delivered","event_time":"2026-11-21T12:00:{second:02}Z","order_id":"o-{id}","store_id":"s","rider_id":"r"}}"#
+        )
+    }
+
+    fn credits_objects(store: &Arc<dyn CheckpointStore>) -> Vec<String> {
+        let names = store.list().unwrap();
+        names
+            .into_iter()
+            .filter(|n| n.starts_with("credits-"))
+            .collect()
+    }
+
+    /// Two members over two partitions, routing riders: A holds the partition rider
+    /// r's pings are keyed to, B the other.
+    fn two_members(
+        store: &Arc<dyn CheckpointStore>,
+    ) -> ((Arc<Member>, Pipeline), (Arc<Member>, Pipeline), u32, u32) {
+        let home = rushhour_streamlog::partition_for_key(b"r", 2);
+        let away = 1 - home;
+        let mut lake = Repairs::default();
+        let (a, b) = (member_of(store), member_of(store));
+        let (mut pa, mut pb) = (pipeline(), pipeline());
+        pa.route_riders(2);
+        pb.route_riders(2);
+        a.take(&Positions::from([(home, at(0))]), &mut pa, &mut lake)
+            .unwrap();
+        b.take(&Positions::from([(away, at(0))]), &mut pb, &mut lake)
+            .unwrap();
+        ((a, pa), (b, pb), home, away)
+    }
+
+    #[test]
+    fn credits_count_once_their_epoch_commits_and_only_once() {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
+        let ((a, mut pa), (b, mut pb), home, away) = two_members(&store);
+        feed(&mut pb, away, &[delivered("d1", 10)]);
+        // B writes its epoch's credits, and has not committed yet.
+        b.write_credits(1, &pb.take_credits()).unwrap();
+        assert_eq!(credits_objects(&store).len(), 1);
+        assert_eq!(a.read_credits(&mut pa).unwrap(), 0, "read uncommitted");
+        commit(&b, 1, &mut pb, away, 1);
+        assert_eq!(a.read_credits(&mut pa).unwrap(), 1);
+        assert_eq!(a.read_credits(&mut pa).unwrap(), 0, "read twice");
+        assert_eq!(pa.credits_read(home), Some(&BTreeMap::from([(b.id, 1)])));
+        // Once A's commit holds them, they go.
+        commit(&a, 1, &mut pa, home, 1);
+        assert_eq!(credits_objects(&store), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_fenced_members_unfinished_epoch_credits_nothing() {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
+        let ((a, mut pa), (b, mut pb), _, away) = two_members(&store);
+        feed(&mut pb, away, &[delivered("d1", 10)]);
+        commit(&b, 1, &mut pb, away, 1);
+        // B's epoch 2 stages its credits and B dies before its commit.
+        feed(&mut pb, away, &[delivered("d2", 20)]);
+        b.write_credits(2, &pb.take_credits()).unwrap();
+        let c = member_of(&store);
+        let mut pc = pipeline();
+        pc.route_riders(2);
+        c.take(
+            &Positions::from([(away, at(0))]),
+            &mut pc,
+            &mut Repairs::default(),
+        )
+        .unwrap();
+        assert_eq!(a.read_credits(&mut pa).unwrap(), 1, "epoch 1 only");
+        assert_eq!(
+            credits_objects(&store).len(),
+            1,
+            "epoch 2's credits are dropped, epoch 1's kept until A commits"
+        );
+    }
+
+    #[test]
+    fn the_rider_bound_is_the_lowest_committed_floor_elsewhere() {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
+        let ((a, pa), (b, mut pb), home, away) = two_members(&store);
+        let all = [home, away];
+        let bound = |ends: Option<&Positions>| a.rider_bound(&all, &pa.held(), ends).unwrap();
+        assert_eq!(bound(None), NO_WATERMARK, "B has committed nothing yet");
+        feed(&mut pb, away, &[delivered("d1", 30)]);
+        commit(&b, 1, &mut pb, away, 1);
+        let floor = pb.floors()[&away];
+        assert!(floor > NO_WATERMARK);
+        assert_eq!(bound(None), floor);
+        assert_eq!(bound(Some(&Positions::from([(away, at(1))]))), i64::MAX);
+        assert_eq!(bound(Some(&Positions::from([(away, at(2))]))), floor);
+        // Handed over: its release says where it stood.
+        b.give_up(&[away], &mut pb, &Positions::from([(away, at(1))]), false)
+            .unwrap();
+        assert_eq!(bound(None), floor);
+        assert_eq!(a.rider_bound(&all, &[home, away], None).unwrap(), i64::MAX);
     }
 
     /// Member A holds p, hands it over; D holds it and hands it over further on; A
