@@ -9,8 +9,9 @@
 //! answer never depends on how records were spread over partitions. Moving a partition
 //! takes exactly its partials out of one process and into another: every contribution
 //! is in exactly one place. Answers stay exact across processes for keys whose records
-//! share a partition, which the contract's producer keys give (ARCHITECTURE.md has the
-//! one exception, `rider_minute.deliveries`).
+//! share a partition, which the contract's producer keys give; rider windows, whose
+//! deliveries come from their stores' partitions, are made exact by routing
+//! ([`crate::rider`]).
 //!
 //! Nearly every key has one partial (the producer keys records so that a store's
 //! events share a partition), so the partials of a key live inline, without a heap
