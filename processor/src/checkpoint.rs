@@ -171,6 +171,11 @@ pub struct Manifest {
     /// the others know which rider windows can no longer get credits from it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub floors: BTreeMap<u32, i64>,
+    /// In a consumer group, by active partition held (not idle), its own watermark
+    /// ([`Pipeline::active_watermarks`](crate::Pipeline::active_watermarks)): how the
+    /// others judge their idle partitions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub active: BTreeMap<u32, i64>,
 }
 
 impl Manifest {
@@ -315,6 +320,8 @@ pub struct EpochEnd {
     pub state_encode_ms: f64,
     /// By partition, the watermark its records are judged by (groups only; else empty).
     pub floors: BTreeMap<u32, i64>,
+    /// By active partition, its watermark (groups only; else empty).
+    pub active: BTreeMap<u32, i64>,
 }
 
 /// The name of the manifest of `epoch`.
@@ -687,6 +694,7 @@ impl Checkpointer {
             created_at_ms,
             state_encode_ms,
             floors,
+            active,
         } = at;
         self.fence.check()?;
         let manifest = Manifest {
@@ -708,6 +716,7 @@ impl Checkpointer {
             state_encode_ms,
             claims: self.fence.claims(),
             floors,
+            active,
         };
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| CheckpointError::Store {
             location: self.store.location(),
@@ -817,6 +826,7 @@ mod tests {
             created_at_ms: 0,
             state_encode_ms: 0.0,
             floors: BTreeMap::new(),
+            active: BTreeMap::new(),
         }
     }
 

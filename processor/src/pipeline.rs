@@ -266,6 +266,29 @@ impl Pipeline {
             .collect()
     }
 
+    /// By active partition held (not idle, not finished), its own watermark: what the
+    /// effective watermark is the minimum of.
+    pub fn active_watermarks(&self) -> BTreeMap<PartitionId, i64> {
+        self.parts
+            .iter()
+            .filter(|(_, part)| part.status == PartitionStatus::Active)
+            .map(|(&p, part)| (p, part.watermark))
+            .collect()
+    }
+
+    /// Judges the records of every idle partition held by at least `watermark` from
+    /// now on: in a group, the watermark of the partitions active elsewhere, as one
+    /// process holding them all would judge an idle partition by the others. Without
+    /// it, a member whose partitions are all idle would hold every rider window of the
+    /// group open (their floors are the group's bound).
+    pub fn raise_idle_floors(&mut self, watermark: i64) {
+        for part in self.parts.values_mut() {
+            if part.status == PartitionStatus::Idle {
+                part.floor = part.floor.max(watermark);
+            }
+        }
+    }
+
     /// The counts so far, over the partitions held.
     pub fn counters(&self) -> Counters {
         let mut sum = Counters::default();
@@ -1044,6 +1067,45 @@ mod tests {
         p.release_partitions(&[1]);
         assert!(p.watermark() > slow_floor);
         assert_eq!(p.rider_bound(), slow_floor);
+    }
+
+    #[test]
+    fn only_idle_partitions_take_the_watermark_active_elsewhere() {
+        let mut p = Pipeline::holding(
+            PipelineConfig::default(),
+            "t",
+            PositionStyle::PartitionOffset,
+            0..2,
+        );
+        feed(
+            &mut p,
+            0,
+            &[rider_event("a", "rider_location", "01:00", "x")],
+        );
+        feed(
+            &mut p,
+            1,
+            &[rider_event("b", "rider_location", "01:00", "y")],
+        );
+        let before = p.floors();
+        p.set_statuses(&BTreeMap::from([
+            (0, PartitionStatus::Active),
+            (1, PartitionStatus::Idle),
+        ]));
+        assert_eq!(
+            p.active_watermarks().keys().copied().collect::<Vec<_>>(),
+            [0]
+        );
+        p.raise_idle_floors(before[&1] + 60_000);
+        assert_eq!(p.floors()[&0], before[&0]);
+        assert_eq!(p.floors()[&1], before[&1] + 60_000);
+        // Its records are judged by it: one behind it is late.
+        feed(
+            &mut p,
+            1,
+            &[rider_event("c", "rider_location", "01:30", "y")],
+        );
+        assert_eq!(p.counters().late, 1);
     }
 
     #[test]

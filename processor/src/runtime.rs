@@ -340,6 +340,7 @@ pub fn recover(
             created_at_ms: now_ms(),
             state_encode_ms: 0.0,
             floors: BTreeMap::new(),
+            active: BTreeMap::new(),
         },
     )?;
     failpoint("start-committed");
@@ -900,9 +901,20 @@ impl<'a> Driver<'a> {
     ) -> Result<(), RuntimeError> {
         // The bound first: every credit committed with the states it was read from is
         // then in the store for `read_credits`.
-        let bound =
-            member.rider_bound(&self.all_partitions, &pipeline.held(), self.ends.as_ref())?;
+        let group =
+            member.group_view(&self.all_partitions, &pipeline.held(), self.ends.as_ref())?;
         let taken = member.read_credits(pipeline)?;
+        // Idle partitions here are judged by the watermark of those active anywhere
+        // (raised before this epoch's commit publishes their floors).
+        let active = pipeline
+            .active_watermarks()
+            .into_values()
+            .chain(group.active)
+            .min();
+        if let Some(watermark) = active {
+            pipeline.raise_idle_floors(watermark);
+        }
+        let bound = group.bound;
         pipeline.set_rider_bound(bound);
         pipeline.advance();
         tracing::debug!(bound, taken, "rider credits exchanged");
@@ -998,6 +1010,11 @@ impl<'a> Driver<'a> {
                     state_encode_ms,
                     floors: if self.start.group.is_some() {
                         pipeline.floors()
+                    } else {
+                        BTreeMap::new()
+                    },
+                    active: if self.start.group.is_some() {
+                        pipeline.active_watermarks()
                     } else {
                         BTreeMap::new()
                     },

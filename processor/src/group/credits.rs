@@ -18,7 +18,7 @@
 //!   Once a commit holds what was taken, the files are deleted (Kafka Streams purges
 //!   its repartition topics the same way).
 //! - **Complete.** A rider window may close once no credit for it can still come
-//!   ([`Member::rider_bound`]): every partition held elsewhere has a committed state
+//!   ([`Member::group_view`]): every partition held elsewhere has a committed state
 //!   whose floor (the watermark its records are judged by from there on) is past the
 //!   window — or, in a bounded run, a committed position at its end. The bound is read
 //!   before the credits, so every credit committed with those states is taken.
@@ -55,6 +55,25 @@ fn parse_credits_name(name: &str) -> Option<(u32, u64, u64)> {
         member.parse().ok()?,
         epoch.parse().ok()?,
     ))
+}
+
+/// What the partitions held elsewhere say ([`Member::group_view`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupView {
+    /// Rider windows may close up to here: every partition held elsewhere judges its
+    /// records by at least this (`i64::MAX` if none, or all at their end in a bounded
+    /// run; `NO_WATERMARK` while one has no committed state).
+    pub bound: i64,
+    /// The lowest watermark of the partitions active elsewhere (`None`: none is).
+    pub active: Option<i64>,
+}
+
+/// A partition's newest committed state, as the others see it.
+struct Standing {
+    floor: i64,
+    position: Position,
+    /// Its own watermark, if it was active.
+    active: Option<i64>,
 }
 
 /// One member's credits of one epoch for one partition.
@@ -192,46 +211,45 @@ impl Member {
             .map_err(|e| self.damaged(name, format!("unreadable credits: {e}")))
     }
 
-    /// How far rider windows may close: no credit for an earlier time can come from a
-    /// partition in `all` that is not in `held`. The minimum, over those, of the floor
-    /// in their newest committed state — `i64::MAX` for one committed at or past its
-    /// end in `ends` (a bounded run), and nothing (`NO_WATERMARK`) for one with no
-    /// committed state yet.
-    pub fn rider_bound(
+    /// What the partitions in `all` that are not in `held` say, in their newest
+    /// committed states: how far rider windows may close here (no credit for an earlier
+    /// time can come from them), and the lowest watermark of those active.
+    pub fn group_view(
         &self,
         all: &[u32],
         held: &[u32],
         ends: Option<&Positions>,
-    ) -> Result<i64, CheckpointError> {
+    ) -> Result<GroupView, CheckpointError> {
         let names = self.store.list().map_err(self.store_err())?;
         let mut newest_manifests = BTreeMap::new();
-        let mut bound = i64::MAX;
+        let mut view = GroupView {
+            bound: i64::MAX,
+            active: None,
+        };
         for &part in all.iter().filter(|p| !held.contains(p)) {
-            let stood = self.committed_standing(part, &names, &mut newest_manifests)?;
-            let floor = match stood {
-                Some((_, position)) if at_end(&position, ends.and_then(|e| e.get(&part))) => {
-                    i64::MAX
-                }
-                Some((floor, _)) => floor,
-                None => NO_WATERMARK,
+            let Some(stood) = self.committed_standing(part, &names, &mut newest_manifests)? else {
+                view.bound = NO_WATERMARK;
+                continue;
             };
-            bound = bound.min(floor);
-            if bound == NO_WATERMARK {
-                break;
+            if !at_end(&stood.position, ends.and_then(|e| e.get(&part))) {
+                view.bound = view.bound.min(stood.floor);
+            }
+            if let Some(watermark) = stood.active {
+                view.active = Some(view.active.map_or(watermark, |a: i64| a.min(watermark)));
             }
         }
-        Ok(bound)
+        Ok(view)
     }
 
-    /// The floor and position of partition `part` in its newest committed state: a
-    /// released claim's, or the newest manifest of its owner under that claim,
-    /// walking back through the claims. `manifests` caches each member's newest.
+    /// Partition `part`'s newest committed state: a released claim's, or the newest
+    /// manifest of its owner under that claim, walking back through the claims.
+    /// `manifests` caches each member's newest.
     fn committed_standing(
         &self,
         part: u32,
         names: &[String],
         manifests: &mut BTreeMap<u64, Option<Manifest>>,
-    ) -> Result<Option<(i64, Position)>, CheckpointError> {
+    ) -> Result<Option<Standing>, CheckpointError> {
         let scope = claim_scope(part);
         let Some(newest) = names.iter().filter_map(|n| generation_of(n, &scope)).max() else {
             return Ok(None);
@@ -241,7 +259,11 @@ impl Member {
                 return Ok(None);
             };
             if let Some(released) = record.released {
-                return Ok(Some((released.floor, released.position)));
+                return Ok(Some(Standing {
+                    floor: released.floor,
+                    position: released.position,
+                    active: None,
+                }));
             }
             let Some(owner) = record.owner else {
                 continue;
@@ -259,7 +281,11 @@ impl Member {
                 && let (Some(&floor), Some(&position)) =
                     (m.floors.get(&part), m.positions.get(&part))
             {
-                return Ok(Some((floor, position)));
+                return Ok(Some(Standing {
+                    floor,
+                    position,
+                    active: m.active.get(&part).copied(),
+                }));
             }
         }
         Ok(None)

@@ -36,6 +36,8 @@
 
 mod credits;
 
+pub use credits::GroupView;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
@@ -739,6 +741,7 @@ mod tests {
                 created_at_ms: 0,
                 state_encode_ms: 0.0,
                 floors: pipeline.floors(),
+                active: pipeline.active_watermarks(),
             },
         )
         .unwrap();
@@ -842,20 +845,40 @@ mod tests {
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
         let ((a, pa), (b, mut pb), home, away) = two_members(&store);
         let all = [home, away];
-        let bound = |ends: Option<&Positions>| a.rider_bound(&all, &pa.held(), ends).unwrap();
+        let bound = |ends: Option<&Positions>| a.group_view(&all, &pa.held(), ends).unwrap().bound;
         assert_eq!(bound(None), NO_WATERMARK, "B has committed nothing yet");
         feed(&mut pb, away, &[delivered("d1", 30)]);
         commit(&b, 1, &mut pb, away, 1);
         let floor = pb.floors()[&away];
         assert!(floor > NO_WATERMARK);
         assert_eq!(bound(None), floor);
+        let view = a.group_view(&all, &pa.held(), None).unwrap();
+        assert_eq!(view.active, Some(pb.active_watermarks()[&away]));
+        // Idle, it says no watermark; its floor still bounds.
+        pb.set_statuses(&BTreeMap::from([(
+            away,
+            crate::source::PartitionStatus::Idle,
+        )]));
+        commit(&b, 2, &mut pb, away, 1);
+        let view = a.group_view(&all, &pa.held(), None).unwrap();
+        assert_eq!((view.bound, view.active), (floor, None));
+        // Raised by the watermark active elsewhere, the floor lets windows close.
+        pb.raise_idle_floors(floor + 60_000);
+        commit(&b, 3, &mut pb, away, 1);
+        assert_eq!(bound(None), floor + 60_000);
         assert_eq!(bound(Some(&Positions::from([(away, at(1))]))), i64::MAX);
-        assert_eq!(bound(Some(&Positions::from([(away, at(2))]))), floor);
+        assert_eq!(bound(Some(&Positions::from([(away, at(2))]))), floor + 60_000);
         // Handed over: its release says where it stood.
         b.give_up(&[away], &mut pb, &Positions::from([(away, at(1))]), false)
             .unwrap();
-        assert_eq!(bound(None), floor);
-        assert_eq!(a.rider_bound(&all, &[home, away], None).unwrap(), i64::MAX);
+        assert_eq!(bound(None), floor + 60_000);
+        assert_eq!(
+            a.group_view(&all, &[home, away], None).unwrap(),
+            GroupView {
+                bound: i64::MAX,
+                active: None
+            }
+        );
     }
 
     /// Member A holds p, hands it over; D holds it and hands it over further on; A
