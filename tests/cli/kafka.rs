@@ -594,3 +594,63 @@ fn a_broker_stopped_and_restarted_mid_run_costs_nothing() {
     assert_no_partial_files(&lake);
     assert_same_tables(&tables(&lake), &want_tables, &[]);
 }
+
+/// Following the topic (no `--until-end`), two members of one group close rider
+/// windows as the group's watermark passes them — not only at the end — and each row
+/// is whole: a rider's pings and its deliveries, read by different members, meet in
+/// one row (credits through the checkpoint store).
+#[test]
+fn two_members_following_a_topic_write_whole_rider_rows_as_windows_close() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = topic("follow");
+    let url = kafka_url(&topic);
+    generate(&url, "2000", "47", &["--partitions", "4"]);
+    let (_, want) = reference(dir.path(), "2000", "47");
+    let lake = dir.path().join("lake");
+    let lake_s = lake.to_str().unwrap();
+    let args: Vec<&str> = process_args(&url, lake_s)
+        .into_iter()
+        .filter(|a| *a != "--until-end")
+        .collect();
+    let members = [spawn(&args), spawn(&args)];
+    // Until everything is read and the lake stops growing.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let (mut seen, mut still_since) = (0, Instant::now());
+    loop {
+        let n = published(&lake).len();
+        if n != seen {
+            (seen, still_since) = (n, Instant::now());
+        } else if n > 0 && still_since.elapsed() >= Duration::from_secs(6) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lake kept changing");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for m in &members {
+        signal(m, "-TERM");
+    }
+    for m in members {
+        let o = finish(m, 60, "a member stopped with SIGTERM");
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let got = tables(&lake);
+    let lines = |t: &str| -> std::collections::BTreeSet<String> {
+        t.lines().skip(1).map(str::to_string).collect()
+    };
+    // Everything was read: raw as one process writes it.
+    assert_same_tables(&got[..1], &want[..1], &[]);
+    let (rows, want_rows) = (lines(&got[5]), lines(&want[5]));
+    let partial: Vec<&String> = rows.difference(&want_rows).take(5).collect();
+    assert!(
+        partial.is_empty(),
+        "rider rows not in the batch answer: {partial:?}"
+    );
+    // Only the last minutes' windows may still be open.
+    assert!(
+        rows.len() * 10 >= want_rows.len() * 9,
+        "{} of {} rider windows written while following",
+        rows.len(),
+        want_rows.len()
+    );
+}

@@ -867,7 +867,10 @@ mod tests {
         commit(&b, 3, &mut pb, away, 1);
         assert_eq!(bound(None), floor + 60_000);
         assert_eq!(bound(Some(&Positions::from([(away, at(1))]))), i64::MAX);
-        assert_eq!(bound(Some(&Positions::from([(away, at(2))]))), floor + 60_000);
+        assert_eq!(
+            bound(Some(&Positions::from([(away, at(2))]))),
+            floor + 60_000
+        );
         // Handed over: its release says where it stood.
         b.give_up(&[away], &mut pb, &Positions::from([(away, at(1))]), false)
             .unwrap();
