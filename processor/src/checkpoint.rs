@@ -176,6 +176,10 @@ pub struct Manifest {
     /// others judge their idle partitions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub active: BTreeMap<u32, i64>,
+    /// In a bounded group run, the partitions held that are read to their end (as the
+    /// writer saw the end when it started): no credit can come from them any more.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended: Vec<u32>,
 }
 
 impl Manifest {
@@ -322,6 +326,8 @@ pub struct EpochEnd {
     pub floors: BTreeMap<u32, i64>,
     /// By active partition, its watermark (groups only; else empty).
     pub active: BTreeMap<u32, i64>,
+    /// Partitions read to their end in a bounded group run (else empty).
+    pub ended: Vec<u32>,
 }
 
 /// The name of the manifest of `epoch`.
@@ -695,6 +701,7 @@ impl Checkpointer {
             state_encode_ms,
             floors,
             active,
+            ended,
         } = at;
         self.fence.check()?;
         let manifest = Manifest {
@@ -717,6 +724,7 @@ impl Checkpointer {
             claims: self.fence.claims(),
             floors,
             active,
+            ended,
         };
         let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| CheckpointError::Store {
             location: self.store.location(),
@@ -827,6 +835,7 @@ mod tests {
             state_encode_ms: 0.0,
             floors: BTreeMap::new(),
             active: BTreeMap::new(),
+            ended: Vec::new(),
         }
     }
 

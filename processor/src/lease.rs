@@ -190,6 +190,9 @@ pub struct Released {
     pub floor: i64,
     /// Its position.
     pub position: crate::source::Position,
+    /// Read to its end (as its holder saw the end) and flushed: no record of it is left.
+    #[serde(default)]
+    pub complete: bool,
 }
 
 impl LeaseRecord {

@@ -610,7 +610,22 @@ impl Pipeline {
     pub fn hold(&mut self, part: PartitionId) {
         self.forget(part);
         self.parts.insert(part, PartitionState::fresh());
+        self.now_held(part);
         self.recompute_effective();
+    }
+
+    /// With rider routing, `part` has just become held: the credits for it waiting for
+    /// this epoch's commit are now local, and rider windows wait for the next exchange
+    /// (the bound was read while `part` was elsewhere, and the credits committed for
+    /// it since its state was saved are not read yet).
+    fn now_held(&mut self, part: PartitionId) {
+        if self.routing.is_none() {
+            return;
+        }
+        for credit in self.outgoing.remove(&part).unwrap_or_default() {
+            self.rider.credit(part, &credit);
+        }
+        self.rider.set_bound(NO_WATERMARK);
     }
 
     /// Takes over partition `part` with its state in a snapshot (of this or another
@@ -634,6 +649,8 @@ impl Pipeline {
         let loaded = self.load_section(part, section);
         if loaded.is_err() {
             self.forget(part);
+        } else {
+            self.now_held(part);
         }
         self.recompute_effective();
         loaded
@@ -1016,6 +1033,32 @@ mod tests {
         c.restore_partition(&moved, home).unwrap();
         assert_eq!(c.credits_read(home), Some(&BTreeMap::from([(7, 1)])));
         assert!(!c.apply_credits(home, 7, 1, &credits[&home]));
+    }
+
+    #[test]
+    fn a_partition_taken_over_takes_its_waiting_credits_and_holds_windows() {
+        let home = partition_for_key(b"r", 2);
+        let away = 1 - home;
+        let mut b = Pipeline::holding(
+            PipelineConfig::default(),
+            "t",
+            PositionStyle::PartitionOffset,
+            [away],
+        );
+        b.route_riders(2);
+        b.set_rider_bound(i64::MAX);
+        feed(
+            &mut b,
+            away,
+            &[rider_event("d1", "order_delivered", "00:20", "r")],
+        );
+        // `home` comes here before the epoch's commit: its credit is now local, and
+        // windows wait for the credits others committed for it.
+        b.taking_over(|b| b.hold(home));
+        assert!(b.take_credits().is_empty());
+        assert_eq!(b.rider_bound(), NO_WATERMARK);
+        b.flush_all();
+        assert_eq!(rider_rows(&mut b), vec![("r".into(), 0, 1)]);
     }
 
     #[test]

@@ -341,6 +341,7 @@ pub fn recover(
             state_encode_ms: 0.0,
             floors: BTreeMap::new(),
             active: BTreeMap::new(),
+            ended: Vec::new(),
         },
     )?;
     failpoint("start-committed");
@@ -901,8 +902,7 @@ impl<'a> Driver<'a> {
     ) -> Result<(), RuntimeError> {
         // The bound first: every credit committed with the states it was read from is
         // then in the store for `read_credits`.
-        let group =
-            member.group_view(&self.all_partitions, &pipeline.held(), self.ends.as_ref())?;
+        let group = member.group_view(&self.all_partitions, &pipeline.held())?;
         let taken = member.read_credits(pipeline)?;
         // Idle partitions here are judged by the watermark of those active anywhere
         // (raised before this epoch's commit publishes their floors).
@@ -935,6 +935,10 @@ impl<'a> Driver<'a> {
         };
         let positions = member.take(defaults, pipeline, &mut SinkRepair(&mut self.sink))?;
         self.at_end_committed = false;
+        if pipeline.routes_riders() {
+            // The credits committed for them since their state was saved.
+            self.exchange_credits(member, pipeline)?;
+        }
         tracing::info!(partitions = ?positions.keys().collect::<Vec<_>>(), held = ?pipeline.held(), "partitions assigned and taken over");
         // Until the source reports them, the next checkpoint has them from here.
         at.positions
@@ -1017,6 +1021,14 @@ impl<'a> Driver<'a> {
                         pipeline.active_watermarks()
                     } else {
                         BTreeMap::new()
+                    },
+                    ended: match &self.ends {
+                        Some(ends) => positions
+                            .iter()
+                            .filter(|(p, at)| ends.get(p).is_some_and(|end| at.is_at_or_past(end)))
+                            .map(|(&p, _)| p)
+                            .collect(),
+                        None => Vec::new(),
                     },
                 },
             )?;

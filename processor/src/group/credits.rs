@@ -32,7 +32,6 @@ use crate::checkpoint::{CheckpointError, Manifest, manifest_epoch};
 use crate::lease::generation_of;
 use crate::pipeline::Pipeline;
 use crate::rider::Credit;
-use crate::source::{Position, Positions};
 use rushhour_schemas::NO_WATERMARK;
 
 /// Version of the credits object's encoding.
@@ -71,9 +70,10 @@ pub struct GroupView {
 /// A partition's newest committed state, as the others see it.
 struct Standing {
     floor: i64,
-    position: Position,
     /// Its own watermark, if it was active.
     active: Option<i64>,
+    /// Read to its end in a bounded run (as its holder saw the end).
+    ended: bool,
 }
 
 /// One member's credits of one epoch for one partition.
@@ -83,14 +83,6 @@ struct CreditsObject {
     crc32: u32,
     /// postcard of `Vec<Credit>`.
     credits: Vec<u8>,
-}
-
-/// Whether `position` is at or past `end` (Kafka offsets; others never end here).
-fn at_end(position: &Position, end: Option<&Position>) -> bool {
-    match (position, end) {
-        (Position::Kafka { offset }, Some(Position::Kafka { offset: end })) => offset >= end,
-        _ => false,
-    }
 }
 
 impl Member {
@@ -120,8 +112,9 @@ impl Member {
         Ok(())
     }
 
-    /// How far member `member`'s chain has committed, from a listing: the newest
-    /// epoch with a manifest (0 if none), and whether a fence marker stands after it.
+    /// How far member `member`'s chain has committed, from a listing: its newest
+    /// manifest's epoch (0 if none), and whether fence markers stand after it (there
+    /// may be several: two takers fencing it at once each take a name).
     fn committed_through(
         &self,
         member: u64,
@@ -133,20 +126,18 @@ impl Member {
             .filter_map(|n| Some((manifest_epoch(n.strip_prefix(&prefix)?)?, n)))
             .collect();
         epochs.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&(newest, name)) = epochs.first() else {
-            return Ok((0, false));
-        };
-        let bytes = self.store.get(name).map_err(self.store_err())?;
-        let fenced = bytes
-            .as_deref()
-            .is_some_and(|b| serde_json::from_slice::<FenceMarker>(b).is_ok());
-        // A fence marker takes the epoch after the newest commit (the taker moves on
-        // past every epoch the member committed meanwhile).
-        Ok(if fenced {
-            (newest - 1, true)
-        } else {
-            (newest, false)
-        })
+        let mut fenced = false;
+        for (epoch, name) in epochs {
+            let Some(bytes) = self.store.get(name).map_err(self.store_err())? else {
+                continue; // pruned meanwhile
+            };
+            if serde_json::from_slice::<FenceMarker>(&bytes).is_ok() {
+                fenced = true;
+                continue;
+            }
+            return Ok((epoch, fenced));
+        }
+        Ok((0, fenced))
     }
 
     /// Takes every committed credit for the partitions `pipeline` holds that they have
@@ -213,13 +204,9 @@ impl Member {
 
     /// What the partitions in `all` that are not in `held` say, in their newest
     /// committed states: how far rider windows may close here (no credit for an earlier
-    /// time can come from them), and the lowest watermark of those active.
-    pub fn group_view(
-        &self,
-        all: &[u32],
-        held: &[u32],
-        ends: Option<&Positions>,
-    ) -> Result<GroupView, CheckpointError> {
+    /// time can come from them; none from one read to its end in a bounded run, as its
+    /// holder saw the end), and the lowest watermark of those active.
+    pub fn group_view(&self, all: &[u32], held: &[u32]) -> Result<GroupView, CheckpointError> {
         let names = self.store.list().map_err(self.store_err())?;
         let mut newest_manifests = BTreeMap::new();
         let mut view = GroupView {
@@ -231,7 +218,7 @@ impl Member {
                 view.bound = NO_WATERMARK;
                 continue;
             };
-            if !at_end(&stood.position, ends.and_then(|e| e.get(&part))) {
+            if !stood.ended {
                 view.bound = view.bound.min(stood.floor);
             }
             if let Some(watermark) = stood.active {
@@ -261,8 +248,8 @@ impl Member {
             if let Some(released) = record.released {
                 return Ok(Some(Standing {
                     floor: released.floor,
-                    position: released.position,
                     active: None,
+                    ended: released.complete,
                 }));
             }
             let Some(owner) = record.owner else {
@@ -278,13 +265,12 @@ impl Member {
             // commit does not hold this one under this claim, none does.
             if let Some(m) = newest
                 && m.claims.get(&part) == Some(&generation)
-                && let (Some(&floor), Some(&position)) =
-                    (m.floors.get(&part), m.positions.get(&part))
+                && let Some(&floor) = m.floors.get(&part)
             {
                 return Ok(Some(Standing {
                     floor,
-                    position,
                     active: m.active.get(&part).copied(),
+                    ended: m.ended.contains(&part),
                 }));
             }
         }

@@ -439,6 +439,14 @@ impl Member {
             .put_if_absent(&chain.manifest_name(epoch), &bytes)
             .map_err(self.store_err())?
         {
+            let taken = self
+                .store
+                .get(&chain.manifest_name(epoch))
+                .map_err(self.store_err())?;
+            if taken.is_some_and(|b| serde_json::from_slice::<FenceMarker>(&b).is_ok()) {
+                // Another taker fenced it at the same moment: fenced once is enough.
+                return self.repair(owner, epoch, lake);
+            }
             epoch += 1; // it committed that epoch meanwhile: fence the next
         }
         tracing::warn!(
@@ -514,7 +522,11 @@ impl Member {
                 .map_err(self.store_err())?;
             if let Some(mut record) = self.claim_record(part, generation)? {
                 record.released_at_ms = Some(crate::runtime::now_ms());
-                record.released = Some(Released { floor, position });
+                record.released = Some(Released {
+                    floor,
+                    position,
+                    complete,
+                });
                 let bytes = serde_json::to_vec_pretty(&record)
                     .map_err(|e| self.store_err()(Box::new(e)))?;
                 self.store
@@ -742,6 +754,7 @@ mod tests {
                 state_encode_ms: 0.0,
                 floors: pipeline.floors(),
                 active: pipeline.active_watermarks(),
+                ended: Vec::new(),
             },
         )
         .unwrap();
@@ -845,43 +858,82 @@ mod tests {
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
         let ((a, pa), (b, mut pb), home, away) = two_members(&store);
         let all = [home, away];
-        let bound = |ends: Option<&Positions>| a.group_view(&all, &pa.held(), ends).unwrap().bound;
-        assert_eq!(bound(None), NO_WATERMARK, "B has committed nothing yet");
+        let view = || a.group_view(&all, &pa.held()).unwrap();
+        assert_eq!(view().bound, NO_WATERMARK, "B has committed nothing yet");
         feed(&mut pb, away, &[delivered("d1", 30)]);
         commit(&b, 1, &mut pb, away, 1);
         let floor = pb.floors()[&away];
         assert!(floor > NO_WATERMARK);
-        assert_eq!(bound(None), floor);
-        let view = a.group_view(&all, &pa.held(), None).unwrap();
-        assert_eq!(view.active, Some(pb.active_watermarks()[&away]));
+        assert_eq!(view().bound, floor);
+        assert_eq!(view().active, Some(pb.active_watermarks()[&away]));
         // Idle, it says no watermark; its floor still bounds.
         pb.set_statuses(&BTreeMap::from([(
             away,
             crate::source::PartitionStatus::Idle,
         )]));
         commit(&b, 2, &mut pb, away, 1);
-        let view = a.group_view(&all, &pa.held(), None).unwrap();
-        assert_eq!((view.bound, view.active), (floor, None));
+        assert_eq!((view().bound, view().active), (floor, None));
         // Raised by the watermark active elsewhere, the floor lets windows close.
         pb.raise_idle_floors(floor + 60_000);
         commit(&b, 3, &mut pb, away, 1);
-        assert_eq!(bound(None), floor + 60_000);
-        assert_eq!(bound(Some(&Positions::from([(away, at(1))]))), i64::MAX);
-        assert_eq!(
-            bound(Some(&Positions::from([(away, at(2))]))),
-            floor + 60_000
-        );
-        // Handed over: its release says where it stood.
+        assert_eq!(view().bound, floor + 60_000);
+        // Handed over: its release says where it stood; read to its end and flushed,
+        // it bounds nothing.
         b.give_up(&[away], &mut pb, &Positions::from([(away, at(1))]), false)
             .unwrap();
-        assert_eq!(bound(None), floor + 60_000);
+        assert_eq!(view().bound, floor + 60_000);
+        let c = member_of(&store);
+        let mut pc = pipeline();
+        pc.route_riders(2);
+        c.take(
+            &Positions::from([(away, at(0))]),
+            &mut pc,
+            &mut Repairs::default(),
+        )
+        .unwrap();
+        c.give_up(&[away], &mut pc, &Positions::from([(away, at(1))]), true)
+            .unwrap();
+        assert_eq!(view().bound, i64::MAX);
         assert_eq!(
-            a.group_view(&all, &[home, away], None).unwrap(),
+            a.group_view(&all, &[home, away]).unwrap(),
             GroupView {
                 bound: i64::MAX,
                 active: None
             }
         );
+    }
+
+    /// Two takers fencing one dead member at once write two fence markers: its credits
+    /// staged for the epoch the first marker took never count.
+    #[test]
+    fn credits_behind_two_fence_markers_never_count() {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
+        let ((a, mut pa), (b, mut pb), _, away) = two_members(&store);
+        feed(&mut pb, away, &[delivered("d1", 10)]);
+        commit(&b, 1, &mut pb, away, 1);
+        feed(&mut pb, away, &[delivered("d2", 20)]);
+        b.write_credits(2, &pb.take_credits()).unwrap();
+        // Markers at epochs 2 and 3, as two racing takers would leave them.
+        let chain = a.chain_of(b.id);
+        for epoch in [2, 3] {
+            let marker = FenceMarker {
+                format: FORMAT.into(),
+                version: VERSION,
+                fenced_by: 9,
+                at_ms: 0,
+            };
+            let bytes = serde_json::to_vec(&marker).unwrap();
+            assert!(
+                store
+                    .put_if_absent(&chain.manifest_name(epoch), &bytes)
+                    .unwrap()
+            );
+        }
+        assert_eq!(a.read_credits(&mut pa).unwrap(), 1, "epoch 1 only");
+        // A taker meeting a marker where it fences stops there.
+        let mut lake = Repairs::default();
+        a.fence_member(b.id, &mut lake).unwrap();
+        assert_eq!(chain.manifests().unwrap().len(), 3);
     }
 
     /// Member A holds p, hands it over; D holds it and hands it over further on; A

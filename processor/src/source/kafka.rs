@@ -594,6 +594,15 @@ impl Source for KafkaSource {
                 };
                 self.asked_finish = Some(Instant::now());
                 if !handler.finished(&done, &self.end_positions())? {
+                    // Waiting for other members: read nothing past the end meanwhile
+                    // (a record accepted now could credit windows already final).
+                    let mut tpl = TopicPartitionList::new();
+                    for &p in &done {
+                        let _ = tpl.add_partition(&self.shared.topic, p as i32);
+                    }
+                    if let Err(e) = self.consumer.pause(&tpl) {
+                        tracing::debug!(error = %e, "pausing partitions at their end");
+                    }
                     return Ok(Poll::Pending);
                 }
                 self.asked_finish = None;

@@ -113,6 +113,19 @@ pub enum Position {
     },
 }
 
+impl Position {
+    /// Whether this position is at or past `end`, a position of the same partition
+    /// (Kafka offsets; positions of different kinds never are).
+    pub fn is_at_or_past(&self, end: &Position) -> bool {
+        match (self, end) {
+            (Position::Kafka { offset }, Position::Kafka { offset: end }) => offset >= end,
+            (Position::Log { offset, .. }, Position::Log { offset: end, .. }) => offset >= end,
+            (Position::File { byte, .. }, Position::File { byte: end, .. }) => byte >= end,
+            _ => false,
+        }
+    }
+}
+
 impl std::fmt::Display for Position {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
