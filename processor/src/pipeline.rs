@@ -232,6 +232,14 @@ impl Pipeline {
         self.parts.get(&part).map(|p| &p.credits_read)
     }
 
+    /// Drops the entries of [`credits_read`](Self::credits_read) for which
+    /// `forget(partition, member)` holds.
+    pub fn forget_credits_read(&mut self, forget: impl Fn(PartitionId, u64) -> bool) {
+        for (&p, part) in &mut self.parts {
+            part.credits_read.retain(|&member, _| !forget(p, member));
+        }
+    }
+
     /// Adds the credits member `member` committed in `epoch` for partition `part`.
     /// False (and nothing added) if `part` is not held or has taken that epoch of that
     /// member already: a member's epochs are taken in order, each once.

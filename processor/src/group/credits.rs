@@ -145,6 +145,7 @@ impl Member {
     pub fn read_credits(&self, pipeline: &mut Pipeline) -> Result<usize, CheckpointError> {
         let names = self.store.list().map_err(self.store_err())?;
         let mut pending: BTreeMap<u64, Vec<(u64, u32, &String)>> = BTreeMap::new();
+        let mut present = std::collections::BTreeSet::new();
         for name in &names {
             let Some((part, member, epoch)) = parse_credits_name(name) else {
                 continue;
@@ -152,10 +153,15 @@ impl Member {
             let Some(read) = pipeline.credits_read(part) else {
                 continue; // not held here
             };
+            present.insert((part, member));
             if epoch > read.get(&member).copied().unwrap_or(0) {
                 pending.entry(member).or_default().push((epoch, part, name));
             }
         }
+        // A member with no credits left for a partition needs no entry: its next ones
+        // are of later epochs than any it had (this keeps the state from growing with
+        // every member that ever ran).
+        pipeline.forget_credits_read(|part, member| !present.contains(&(part, member)));
         let mut taken = 0;
         for (member, mut objects) in pending {
             let (through, fenced) = self.committed_through(member, &names)?;

@@ -825,6 +825,9 @@ mod tests {
         // Once A's commit holds them, they go.
         commit(&a, 1, &mut pa, home, 1);
         assert_eq!(credits_objects(&store), Vec::<String>::new());
+        // And with nothing left of B, the state forgets it.
+        a.read_credits(&mut pa).unwrap();
+        assert_eq!(pa.credits_read(home), Some(&BTreeMap::new()));
     }
 
     #[test]
