@@ -113,31 +113,14 @@ impl Member {
     }
 
     /// How far member `member`'s chain has committed, from a listing: its newest
-    /// manifest's epoch (0 if none), and whether fence markers stand after it (there
-    /// may be several: two takers fencing it at once each take a name).
+    /// manifest's epoch (0 if none), and whether fence markers stand after it.
     fn committed_through(
         &self,
         member: u64,
         names: &[String],
     ) -> Result<(u64, bool), CheckpointError> {
-        let prefix = chain_prefix(member);
-        let mut epochs: Vec<(u64, &String)> = names
-            .iter()
-            .filter_map(|n| Some((manifest_epoch(n.strip_prefix(&prefix)?)?, n)))
-            .collect();
-        epochs.sort_unstable_by(|a, b| b.cmp(a));
-        let mut fenced = false;
-        for (epoch, name) in epochs {
-            let Some(bytes) = self.store.get(name).map_err(self.store_err())? else {
-                continue; // pruned meanwhile
-            };
-            if serde_json::from_slice::<FenceMarker>(&bytes).is_ok() {
-                fenced = true;
-                continue;
-            }
-            return Ok((epoch, fenced));
-        }
-        Ok((0, fenced))
+        let (newest, fenced) = self.newest_commit(member, names)?;
+        Ok((newest.map_or(0, |m| m.epoch), fenced))
     }
 
     /// Takes every committed credit for the partitions `pipeline` holds that they have
@@ -264,7 +247,7 @@ impl Member {
             let newest = match manifests.entry(owner) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(self.newest_manifest(owner, names)?)
+                    e.insert(self.newest_commit(owner, names)?.0)
                 }
             };
             // An owner commits every partition it holds in every epoch: if its newest
@@ -283,31 +266,35 @@ impl Member {
         Ok(None)
     }
 
-    /// Member `owner`'s newest committed manifest, from a listing.
-    fn newest_manifest(
+    /// Member `owner`'s newest committed manifest, from a listing, and whether fence
+    /// markers stand after it (there may be several: two takers fencing it at once
+    /// each take a name).
+    fn newest_commit(
         &self,
         owner: u64,
         names: &[String],
-    ) -> Result<Option<Manifest>, CheckpointError> {
+    ) -> Result<(Option<Manifest>, bool), CheckpointError> {
         let prefix = chain_prefix(owner);
         let mut epochs: Vec<(u64, &String)> = names
             .iter()
             .filter_map(|n| Some((manifest_epoch(n.strip_prefix(&prefix)?)?, n)))
             .collect();
         epochs.sort_unstable_by(|a, b| b.cmp(a));
+        let mut fenced = false;
         for (_, name) in epochs {
             let Some(bytes) = self.store.get(name).map_err(self.store_err())? else {
                 continue; // pruned meanwhile: an older one is no newer
             };
             if serde_json::from_slice::<FenceMarker>(&bytes).is_ok() {
+                fenced = true;
                 continue;
             }
             let manifest: Manifest = serde_json::from_slice(&bytes)
                 .map_err(|e| self.damaged(name, format!("manifest unreadable: {e}")))?;
             manifest.check_version(self.store.location(), name)?;
-            return Ok(Some(manifest));
+            return Ok((Some(manifest), fenced));
         }
-        Ok(None)
+        Ok((None, fenced))
     }
 
     /// After a commit: deletes the credits objects its state has taken.

@@ -830,15 +830,20 @@ mod tests {
         assert_eq!(pa.credits_read(home), Some(&BTreeMap::new()));
     }
 
+    /// B (holding `away`) commits epoch 1 with a credit, then stages epoch 2's credits
+    /// and dies before its commit.
+    fn commit_one_epoch_then_stage_another(b: &Arc<Member>, pb: &mut Pipeline, away: u32) {
+        feed(pb, away, &[delivered("d1", 10)]);
+        commit(b, 1, pb, away, 1);
+        feed(pb, away, &[delivered("d2", 20)]);
+        b.write_credits(2, &pb.take_credits()).unwrap();
+    }
+
     #[test]
     fn a_fenced_members_unfinished_epoch_credits_nothing() {
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
         let ((a, mut pa), (b, mut pb), _, away) = two_members(&store);
-        feed(&mut pb, away, &[delivered("d1", 10)]);
-        commit(&b, 1, &mut pb, away, 1);
-        // B's epoch 2 stages its credits and B dies before its commit.
-        feed(&mut pb, away, &[delivered("d2", 20)]);
-        b.write_credits(2, &pb.take_credits()).unwrap();
+        commit_one_epoch_then_stage_another(&b, &mut pb, away);
         let c = member_of(&store);
         let mut pc = pipeline();
         pc.route_riders(2);
@@ -912,10 +917,7 @@ mod tests {
     fn credits_behind_two_fence_markers_never_count() {
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
         let ((a, mut pa), (b, mut pb), _, away) = two_members(&store);
-        feed(&mut pb, away, &[delivered("d1", 10)]);
-        commit(&b, 1, &mut pb, away, 1);
-        feed(&mut pb, away, &[delivered("d2", 20)]);
-        b.write_credits(2, &pb.take_credits()).unwrap();
+        commit_one_epoch_then_stage_another(&b, &mut pb, away);
         // Markers at epochs 2 and 3, as two racing takers would leave them.
         let chain = a.chain_of(b.id);
         for epoch in [2, 3] {
