@@ -790,6 +790,24 @@ mod tests {
             .collect()
     }
 
+    /// A new member routing riders over two partitions, holding `part`.
+    fn routed_member_taking(
+        store: &Arc<dyn CheckpointStore>,
+        part: u32,
+    ) -> (Arc<Member>, Pipeline) {
+        let member = member_of(store);
+        let mut p = pipeline();
+        p.route_riders(2);
+        member
+            .take(
+                &Positions::from([(part, at(0))]),
+                &mut p,
+                &mut Repairs::default(),
+            )
+            .unwrap();
+        (member, p)
+    }
+
     /// Two members over two partitions, routing riders: A holds the partition rider
     /// r's pings are keyed to, B the other.
     fn two_members(
@@ -797,16 +815,12 @@ mod tests {
     ) -> ((Arc<Member>, Pipeline), (Arc<Member>, Pipeline), u32, u32) {
         let home = rushhour_streamlog::partition_for_key(b"r", 2);
         let away = 1 - home;
-        let mut lake = Repairs::default();
-        let (a, b) = (member_of(store), member_of(store));
-        let (mut pa, mut pb) = (pipeline(), pipeline());
-        pa.route_riders(2);
-        pb.route_riders(2);
-        a.take(&Positions::from([(home, at(0))]), &mut pa, &mut lake)
-            .unwrap();
-        b.take(&Positions::from([(away, at(0))]), &mut pb, &mut lake)
-            .unwrap();
-        ((a, pa), (b, pb), home, away)
+        (
+            routed_member_taking(store, home),
+            routed_member_taking(store, away),
+            home,
+            away,
+        )
     }
 
     #[test]
@@ -844,15 +858,7 @@ mod tests {
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
         let ((a, mut pa), (b, mut pb), _, away) = two_members(&store);
         commit_one_epoch_then_stage_another(&b, &mut pb, away);
-        let c = member_of(&store);
-        let mut pc = pipeline();
-        pc.route_riders(2);
-        c.take(
-            &Positions::from([(away, at(0))]),
-            &mut pc,
-            &mut Repairs::default(),
-        )
-        .unwrap();
+        let (c, mut pc) = routed_member_taking(&store, away);
         assert_eq!(a.read_credits(&mut pa).unwrap(), 1, "epoch 1 only");
         assert_eq!(
             credits_objects(&store).len(),
@@ -890,15 +896,7 @@ mod tests {
         b.give_up(&[away], &mut pb, &Positions::from([(away, at(1))]), false)
             .unwrap();
         assert_eq!(view().bound, floor + 60_000);
-        let c = member_of(&store);
-        let mut pc = pipeline();
-        pc.route_riders(2);
-        c.take(
-            &Positions::from([(away, at(0))]),
-            &mut pc,
-            &mut Repairs::default(),
-        )
-        .unwrap();
+        let (c, mut pc) = routed_member_taking(&store, away);
         c.give_up(&[away], &mut pc, &Positions::from([(away, at(1))]), true)
             .unwrap();
         assert_eq!(view().bound, i64::MAX);
