@@ -858,7 +858,8 @@ mod tests {
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryCheckpointStore::default());
         let ((a, mut pa), (b, mut pb), _, away) = two_members(&store);
         commit_one_epoch_then_stage_another(&b, &mut pb, away);
-        let (c, mut pc) = routed_member_taking(&store, away);
+        // C takes the partition over, fencing B.
+        let _taker = routed_member_taking(&store, away);
         assert_eq!(a.read_credits(&mut pa).unwrap(), 1, "epoch 1 only");
         assert_eq!(
             credits_objects(&store).len(),
