@@ -15,9 +15,16 @@
 #   kafka   tansu, a Kafka-compatible broker (crates.io `tansu`, SQLite storage engine),
 #           on 127.0.0.1:${RUSHHOUR_KAFKA_PORT:-9092}. A cold install compiles it: about
 #           10-17 minutes on two cores, once per machine.
+#   s3      moto_server (PyPI `moto[server]`, in memory, conditional writes) on
+#           127.0.0.1:${RUSHHOUR_S3_PORT:-5000}. About 40 s to install.
+#   kinesis kinesis-mock (npm `kinesis-local`, Node.js) on 127.0.0.1:${RUSHHOUR_KINESIS_PORT:-4568}
+#           (plain HTTP; it would bind every interface, so a preload pins it to loopback).
+#
+# The AWS services print the standard AWS settings too (test credentials, us-east-1 and
+# the endpoint variables the SDKs and object_store read).
 set -euo pipefail
 STACK_DIR="${RUSHHOUR_STACK_DIR:-$HOME/.cache/rushhour-stack}"
-ALL_SERVICES=(kafka)
+ALL_SERVICES=(kafka s3 kinesis)
 
 TANSU_VERSION=0.6.0
 KAFKA_PORT="${RUSHHOUR_KAFKA_PORT:-9092}"
@@ -94,6 +101,83 @@ install_python_tools() {
   log "installing confluent-kafka $CONFLUENT_KAFKA_VERSION into $PY"
   python3 -m venv "$PY" >&2
   "$PY/bin/pip" install --quiet "confluent-kafka==$CONFLUENT_KAFKA_VERSION" >&2
+}
+
+# --- s3 (moto) --------------------------------------------------------------------------
+MOTO_VERSION=5.2.5
+S3_PORT="${RUSHHOUR_S3_PORT:-5000}"
+
+aws_settings() {
+  echo "export AWS_ACCESS_KEY_ID=test"
+  echo "export AWS_SECRET_ACCESS_KEY=test"
+  echo "export AWS_REGION=us-east-1"
+  echo "export AWS_DEFAULT_REGION=us-east-1" # Python's boto3 reads this one
+}
+
+start_s3() {
+  if ! [ -x "$PY/bin/moto_server" ] || [ "$(cat "$PY/moto.version" 2>/dev/null)" != "$MOTO_VERSION" ]; then
+    log "installing moto[server] $MOTO_VERSION into $PY"
+    [ -x "$PY/bin/python" ] || python3 -m venv "$PY" >&2
+    "$PY/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" >&2
+    echo "$MOTO_VERSION" >"$PY/moto.version"
+  fi
+  if ! running s3; then
+    "$PY/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$STACK_DIR/s3.log" 2>&1 &
+    echo $! >"$STACK_DIR/s3.pid"
+    wait_for_port "$S3_PORT" s3 30
+    log "s3 (moto $MOTO_VERSION) on 127.0.0.1:$S3_PORT"
+  fi
+  aws_settings
+  echo "export RUSHHOUR_S3=http://127.0.0.1:$S3_PORT"
+  echo "export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$S3_PORT"
+}
+
+# --- kinesis (kinesis-local) ------------------------------------------------------------
+KINESIS_LOCAL_VERSION=0.6.2
+KINESIS_PORT="${RUSHHOUR_KINESIS_PORT:-4568}"
+KINESIS_TLS_PORT="${RUSHHOUR_KINESIS_TLS_PORT:-4567}"
+KINESIS_DIR="$STACK_DIR/tools/kinesis"
+
+start_kinesis() {
+  if ! [ -e "$KINESIS_DIR/node_modules/kinesis-local/main.js" ] \
+    || [ "$(cat "$KINESIS_DIR/version" 2>/dev/null)" != "$KINESIS_LOCAL_VERSION" ]; then
+    log "installing kinesis-local $KINESIS_LOCAL_VERSION into $KINESIS_DIR"
+    rm -rf "$KINESIS_DIR"
+    mkdir -p "$KINESIS_DIR"
+    (cd "$KINESIS_DIR" && npm install --silent --no-audit --no-fund "kinesis-local@$KINESIS_LOCAL_VERSION" >&2)
+    echo "$KINESIS_LOCAL_VERSION" >"$KINESIS_DIR/version"
+  fi
+  # kinesis-mock has no option for its address: every server it opens listens on
+  # loopback through this preload.
+  cat >"$KINESIS_DIR/loopback.js" <<'JS'
+const net = require("net");
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  if (typeof args[0] === "number") {
+    const port = args[0];
+    const rest = args.slice(1).filter((a) => typeof a !== "string");
+    return listen.call(this, port, "127.0.0.1", ...rest);
+  }
+  if (args[0] && typeof args[0] === "object") {
+    args[0] = { ...args[0], host: "127.0.0.1" };
+  }
+  return listen.apply(this, args);
+};
+JS
+  if ! running kinesis; then
+    (
+      cd "$KINESIS_DIR"
+      export KINESIS_MOCK_CERT_PATH="$KINESIS_DIR/node_modules/kinesis-local/server.json"
+      export KINESIS_MOCK_PLAIN_PORT="$KINESIS_PORT" KINESIS_MOCK_TLS_PORT="$KINESIS_TLS_PORT"
+      exec node -r "$KINESIS_DIR/loopback.js" node_modules/kinesis-local/main.js
+    ) >"$STACK_DIR/kinesis.log" 2>&1 &
+    echo $! >"$STACK_DIR/kinesis.pid"
+    wait_for_port "$KINESIS_PORT" kinesis 60
+    log "kinesis (kinesis-local $KINESIS_LOCAL_VERSION) on 127.0.0.1:$KINESIS_PORT"
+  fi
+  aws_settings
+  echo "export RUSHHOUR_KINESIS=http://127.0.0.1:$KINESIS_PORT"
+  echo "export AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:$KINESIS_PORT"
 }
 
 # --- the commands --------------------------------------------------------------------
