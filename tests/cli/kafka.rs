@@ -314,7 +314,19 @@ fn a_group_that_loses_a_member_to_sigkill_and_gains_one_writes_an_exact_lake() {
                 .status();
         }
         let o = finish(child, 60, "a member");
-        assert!(o.status.success(), "{}", stderr(&o));
+        // tansu 0.6.0 has been seen to hand a partition to the added member while a
+        // live member, waiting at its end for the others, still held it: that member
+        // must then stop as a zombie does, publishing nothing more — the last member
+        // below fences it and finishes its share (README, "Kafka").
+        let err = stderr(&o);
+        if !o.status.success()
+            && err.contains("lost the lease")
+            && err.contains("was taken over by member")
+        {
+            eprintln!("a member lost a partition it still held: {err}");
+            continue;
+        }
+        assert!(o.status.success(), "{err}");
         summaries.push(summary(&o));
     }
     // Whatever was left (the killed member's partitions, if nobody took them over
