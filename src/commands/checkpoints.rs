@@ -4,6 +4,7 @@
 
 use anyhow::{Context, bail};
 use rushhour_processor::checkpoint::{CheckpointInfo, inspect};
+use rushhour_processor::group::{GroupStatus, group_status};
 use rushhour_processor::lease::{LeaseRecord, PIPELINE_SCOPE, newest};
 use rushhour_processor::source::Positions;
 use rushhour_processor::{CheckpointStore, Pipeline, runtime::now_ms};
@@ -29,6 +30,10 @@ struct PipelineReport {
     resumable: bool,
     /// Newest first.
     checkpoints: Vec<CheckpointRow>,
+    /// A consumer group's members, partition claims and pending rider credits (each
+    /// member has a checkpoint chain of its own, not listed above).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<GroupStatus>,
 }
 
 /// One checkpoint, flattened for people and scripts.
@@ -86,7 +91,11 @@ fn report(
         .with_context(|| format!("reading the lease in {}", store.location()))?
         .and_then(|(_, record)| record);
     let checkpoints: Vec<CheckpointRow> = infos.into_iter().map(CheckpointRow::from).collect();
+    let group = group_status(store)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("reading the consumer group in {}", store.location()))?;
     Ok(PipelineReport {
+        group: (!group.members.is_empty()).then_some(group),
         name: name.to_owned(),
         location: store.location(),
         lease_free: lease.as_ref().and_then(|l| l.free_because(now_ms())),
@@ -114,6 +123,11 @@ fn print_text(reports: &[PipelineReport]) -> String {
             (Some(l), None) => format!("held by {}", l.describe()),
             (Some(l), Some(why)) => format!("free ({why}); last held by {}", l.describe()),
         };
+        if let Some(group) = &r.group {
+            print_group(&mut out, group);
+            out.push('\n');
+            continue;
+        }
         out.push_str(&format!("  lease: {lease}\n"));
         if r.checkpoints.is_empty() {
             out.push_str("  no checkpoints: `process` starts from the beginning\n\n");
@@ -159,6 +173,41 @@ fn print_text(reports: &[PipelineReport]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A consumer group: who holds each partition, its members' chains, pending credits.
+fn print_group(out: &mut String, group: &GroupStatus) {
+    out.push_str(&format!(
+        "  consumer group: {} members joined, {} partitions claimed, {} rider credit objects pending\n",
+        group.members.len(),
+        group.partitions.len(),
+        group.pending_credits
+    ));
+    for p in &group.partitions {
+        let owner = p.owner.map_or("?".into(), |m| format!("member {m}"));
+        let state = match &p.released {
+            None => format!("held by {owner} (or its holder stopped without handing it over)"),
+            Some(r) => format!(
+                "handed over by {owner} at {}{}, judged from {}",
+                r.position,
+                if r.complete { ", complete" } else { "" },
+                if r.floor == i64::MIN {
+                    "the start".to_owned()
+                } else {
+                    format_millis(r.floor)
+                }
+            ),
+        };
+        out.push_str(&format!(
+            "  partition {:>3}  claim {:>4}  {state}\n",
+            p.partition, p.generation
+        ));
+    }
+    for (member, epoch) in &group.members {
+        out.push_str(&format!(
+            "  member {member:>5}  newest checkpoint epoch {epoch}\n"
+        ));
+    }
 }
 
 /// `rushhour checkpoints`.

@@ -178,6 +178,23 @@ fn generate_to_kafka_then_process_equals_the_file_answer() {
     let again = ok(&process_args(&url, lake.to_str().unwrap()));
     assert_eq!(summary(&again), want);
     assert_eq!(tables(&lake), want_tables);
+    // `checkpoints` shows the group: every partition handed over at its end, complete.
+    let o = ok(&["checkpoints", "--lake", lake.to_str().unwrap(), "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let group = &report["pipelines"][0]["group"];
+    assert_eq!(group["members"].as_array().unwrap().len(), 2, "{group}");
+    let parts = group["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 4, "{group}");
+    assert!(
+        parts.iter().all(|p| p["released"]["complete"] == true),
+        "{group}"
+    );
+    let text = stdout(&ok(&["checkpoints", "--lake", lake.to_str().unwrap()]));
+    assert!(
+        text.contains("consumer group: 2 members joined, 4 partitions claimed"),
+        "{text}"
+    );
+    assert!(text.contains("complete, judged from"), "{text}");
 }
 
 #[test]

@@ -665,6 +665,79 @@ impl Member {
     }
 }
 
+/// Who holds what in a consumer group's checkpoint store, for `rushhour checkpoints`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GroupStatus {
+    /// Every partition ever claimed, by number.
+    pub partitions: Vec<PartitionStatusRow>,
+    /// Every member that joined, with its newest manifest's epoch (0: none).
+    pub members: Vec<(u64, u64)>,
+    /// Rider credits written and not yet taken and deleted by their partition's holder.
+    pub pending_credits: usize,
+}
+
+/// A partition's newest claim.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatusRow {
+    /// The partition.
+    pub partition: u32,
+    /// Its newest claim's generation.
+    pub generation: u64,
+    /// The member that made it.
+    pub owner: Option<u64>,
+    /// Where it stood when it was handed over (`None`: still held, or its holder died).
+    pub released: Option<Released>,
+}
+
+/// What a consumer group's checkpoint store holds (empty for a pipeline of one process).
+pub fn group_status(store: &dyn CheckpointStore) -> Result<GroupStatus, BoxError> {
+    let names = store.list()?;
+    let mut status = GroupStatus::default();
+    let mut newest_claims: BTreeMap<u32, u64> = BTreeMap::new();
+    for name in &names {
+        if name.starts_with("credits-") {
+            status.pending_credits += 1;
+        }
+        if let Some(id) = name
+            .strip_prefix("member-")
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            let prefix = chain_prefix(id);
+            let newest = names
+                .iter()
+                .filter_map(|n| crate::checkpoint::manifest_epoch(n.strip_prefix(&prefix)?))
+                .max()
+                .unwrap_or(0);
+            status.members.push((id, newest));
+        }
+        let Some(part) = name
+            .strip_prefix("lease-p")
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(p, _)| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(g) = generation_of(name, &claim_scope(part)) {
+            let newest = newest_claims.entry(part).or_insert(g);
+            *newest = (*newest).max(g);
+        }
+    }
+    for (part, generation) in newest_claims {
+        let record: Option<LeaseRecord> = store
+            .get(&lease_name(&claim_scope(part), generation))?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        status.partitions.push(PartitionStatusRow {
+            partition: part,
+            generation,
+            owner: record.as_ref().and_then(|r| r.owner),
+            released: record.and_then(|r| r.released),
+        });
+    }
+    status.members.sort_unstable();
+    Ok(status)
+}
+
 /// The fence of a chain read, never written.
 struct ReadOnly;
 
