@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rushhour-target}"
 
 trap 'infra/local-stack.sh stop' EXIT
-eval "$(infra/local-stack.sh start)"
+# The servers the tests use (s3 and kinesis join when tests use them).
+eval "$(infra/local-stack.sh start kafka)"
 
 cargo test --workspace --all-targets "$@"

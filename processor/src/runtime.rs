@@ -435,39 +435,42 @@ fn handover_stopped() -> SourceError {
     SourceError::Handover("the pipeline has stopped".into())
 }
 
-impl PartitionHandler for Handover {
-    fn assigned(&self, defaults: &Positions) -> Result<Positions, SourceError> {
+impl Handover {
+    /// Queues the change `make` builds (behind the batches read before) and waits
+    /// for the pipeline's answer.
+    fn ask<T>(
+        &self,
+        make: impl FnOnce(SyncSender<Result<T, SourceError>>) -> Read,
+    ) -> Result<T, SourceError> {
         let (reply, answer) = sync_channel(1);
         self.to_pipeline
-            .send(Ok(Read::Assign {
-                defaults: defaults.clone(),
-                reply,
-            }))
+            .send(Ok(make(reply)))
             .map_err(|_| handover_stopped())?;
         answer.recv().map_err(|_| handover_stopped())?
+    }
+}
+
+impl PartitionHandler for Handover {
+    fn assigned(&self, defaults: &Positions) -> Result<Positions, SourceError> {
+        self.ask(|reply| Read::Assign {
+            defaults: defaults.clone(),
+            reply,
+        })
     }
 
     fn revoked(&self, parts: &[u32]) -> Result<(), SourceError> {
-        let (reply, answer) = sync_channel(1);
-        self.to_pipeline
-            .send(Ok(Read::Revoke {
-                parts: parts.to_vec(),
-                reply,
-            }))
-            .map_err(|_| handover_stopped())?;
-        answer.recv().map_err(|_| handover_stopped())?
+        self.ask(|reply| Read::Revoke {
+            parts: parts.to_vec(),
+            reply,
+        })
     }
 
     fn finished(&self, parts: &[u32], ends: &Positions) -> Result<bool, SourceError> {
-        let (reply, answer) = sync_channel(1);
-        self.to_pipeline
-            .send(Ok(Read::Finished {
-                parts: parts.to_vec(),
-                ends: ends.clone(),
-                reply,
-            }))
-            .map_err(|_| handover_stopped())?;
-        answer.recv().map_err(|_| handover_stopped())?
+        self.ask(|reply| Read::Finished {
+            parts: parts.to_vec(),
+            ends: ends.clone(),
+            reply,
+        })
     }
 
     fn committed(&self) -> Option<Positions> {
