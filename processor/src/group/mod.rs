@@ -863,6 +863,9 @@ mod tests {
             .collect()
     }
 
+    /// A member and its pipeline.
+    type RoutedMember = (Arc<Member>, Pipeline);
+
     /// A new member routing riders over two partitions, holding `part`.
     fn routed_member_taking(
         store: &Arc<dyn CheckpointStore>,
@@ -883,9 +886,7 @@ mod tests {
 
     /// Two members over two partitions, routing riders: A holds the partition rider
     /// r's pings are keyed to, B the other.
-    fn two_members(
-        store: &Arc<dyn CheckpointStore>,
-    ) -> ((Arc<Member>, Pipeline), (Arc<Member>, Pipeline), u32, u32) {
+    fn two_members(store: &Arc<dyn CheckpointStore>) -> (RoutedMember, RoutedMember, u32, u32) {
         let home = rushhour_streamlog::partition_for_key(b"r", 2);
         let away = 1 - home;
         (
