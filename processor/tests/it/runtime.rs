@@ -528,8 +528,11 @@ fn a_fallback_past_damaged_checkpoints_retracts_exactly_the_undone_epochs() {
             damaged += 1;
         }
     }
+    // Its start checkpoint and at least its closing epoch: how many epochs it got
+    // through before seeing the stop depends on how far its reader thread ran ahead
+    // (once in a CI run under load, only one).
     assert!(
-        damaged >= 3,
+        damaged >= 2,
         "the second run committed {damaged} checkpoints"
     );
     // The next process fails right after its start checkpoint (re-publishing what it
