@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rushhour-target}"
 
 trap 'infra/local-stack.sh stop' EXIT
-# The servers the tests use (s3 and kinesis join when tests use them).
-eval "$(infra/local-stack.sh start kafka)"
+# The servers the tests use: the Kafka broker, S3 (moto) and Kinesis (kinesis-local).
+eval "$(infra/local-stack.sh start kafka s3 kinesis)"
 
 cargo test --workspace --all-targets "$@"

@@ -131,6 +131,7 @@ impl KafkaCompression {
                 KafkaCompression::Zstd => Compression::Zstd,
                 KafkaCompression::None => Compression::None,
             },
+            io: None,
         }
     }
 }
@@ -138,7 +139,8 @@ impl KafkaCompression {
 /// `rushhour generate`
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Where to write: file:PATH, file:- (stdout), log:DIR or kafka://HOST:PORT/TOPIC.
+    /// Where to write: file:PATH, file:- (stdout), log:DIR, kafka://HOST:PORT/TOPIC or
+    /// kinesis://STREAM (AWS settings from the environment).
     #[arg(long, value_parser = parse_endpoint)]
     pub to: Endpoint,
     /// Stop after this many orders have been placed (their lifecycles complete).
@@ -154,9 +156,10 @@ pub struct GenerateArgs {
     /// Seed of the simulation: the same seed gives the same events, byte for byte.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Partitions of a stream this run creates: a new log: (default 4), or a Kafka topic
-    /// that does not exist yet (without --partitions a missing topic is an error).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Partitions of a stream this run creates: a new log: (default 4), a Kafka topic
+    /// or a Kinesis stream (shards) that does not exist yet (without --partitions, or
+    /// --shards, a missing topic or stream is an error).
+    #[arg(long, visible_alias = "shards", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub partitions: Option<u32>,
     /// Compression of Kafka batches.
     #[arg(long, value_enum, default_value_t = KafkaCompression::Lz4)]
@@ -309,7 +312,8 @@ pub struct ReplayArgs {
     /// The lake directory to read raw events from.
     #[arg(long)]
     pub lake: String,
-    /// Where to write: file:PATH, file:- (stdout), log:DIR or kafka://HOST:PORT/TOPIC.
+    /// Where to write: file:PATH, file:- (stdout), log:DIR, kafka://HOST:PORT/TOPIC or
+    /// kinesis://STREAM (AWS settings from the environment).
     #[arg(long, value_parser = parse_endpoint)]
     pub to: Endpoint,
     /// Replay events with event time at or after this RFC 3339 time.
@@ -321,9 +325,10 @@ pub struct ReplayArgs {
     /// `max`, or a factor of event time per wall-clock time (1 = as it happened, 60 = an hour a minute).
     #[arg(long, value_parser = parse_speed, default_value = "max")]
     pub speed: Speed,
-    /// Partitions of a stream this run creates: a new log: (default 4), or a Kafka topic
-    /// that does not exist yet (without --partitions a missing topic is an error).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Partitions of a stream this run creates: a new log: (default 4), a Kafka topic
+    /// or a Kinesis stream (shards) that does not exist yet (without --partitions, or
+    /// --shards, a missing topic or stream is an error).
+    #[arg(long, visible_alias = "shards", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub partitions: Option<u32>,
     /// Compression of Kafka batches.
     #[arg(long, value_enum, default_value_t = KafkaCompression::Lz4)]

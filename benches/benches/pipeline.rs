@@ -97,11 +97,12 @@ fn bench(c: &mut Criterion) {
     }
     p.flush_all();
     outputs.extend(p.take_output(true).unwrap());
+    let io = rushhour_cloud::Io::new(1).unwrap();
     g.bench_function("parquet", |b| {
         b.iter_batched(
             || {
                 let dir = tempfile::tempdir().unwrap();
-                let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+                let lake = Lake::open(dir.path().to_str().unwrap(), &io).unwrap();
                 let mut sink = ParquetSink::new(lake, "bench", 1, SinkOptions::default()).unwrap();
                 sink.begin_epoch(1);
                 (dir, sink, outputs.clone())

@@ -622,6 +622,24 @@ impl Pipeline {
         self.recompute_effective();
     }
 
+    /// Starts holding partition `part`, which continues `parents` (read to their end
+    /// and still held): its watermark and floor start at the parents' lowest, so that
+    /// the effective watermark neither stalls at minus infinity until the new partition
+    /// has records nor runs ahead of the keys it carries on.
+    pub fn hold_continuing(&mut self, part: PartitionId, parents: &[PartitionId]) {
+        let from: Vec<(i64, i64)> = parents
+            .iter()
+            .filter_map(|p| self.parts.get(p))
+            .map(|s| (s.watermark, s.floor))
+            .collect();
+        self.hold(part);
+        if let Some(state) = self.parts.get_mut(&part) {
+            state.watermark = from.iter().map(|f| f.0).min().unwrap_or(NO_WATERMARK);
+            state.floor = from.iter().map(|f| f.1).min().unwrap_or(NO_WATERMARK);
+        }
+        self.recompute_effective();
+    }
+
     /// With rider routing, `part` has just become held: the credits for it waiting for
     /// this epoch's commit are now local, and rider windows wait for the next exchange
     /// (the bound was read while `part` was elsewhere, and the credits committed for

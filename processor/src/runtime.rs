@@ -406,6 +406,13 @@ enum Read {
         defaults: Positions,
         reply: SyncSender<Result<Positions, SourceError>>,
     },
+    /// Partitions that continue others read to their end (a Kinesis reshard), with
+    /// where to start each; the reply is where to read each one from.
+    Continue {
+        parents: Vec<u32>,
+        children: Positions,
+        reply: SyncSender<Result<Positions, SourceError>>,
+    },
     /// Partitions about to be revoked; replied to once they are checkpointed and
     /// released.
     Revoke {
@@ -454,6 +461,14 @@ impl PartitionHandler for Handover {
     fn assigned(&self, defaults: &Positions) -> Result<Positions, SourceError> {
         self.ask(|reply| Read::Assign {
             defaults: defaults.clone(),
+            reply,
+        })
+    }
+
+    fn continued(&self, parents: &[u32], children: &Positions) -> Result<Positions, SourceError> {
+        self.ask(|reply| Read::Continue {
+            parents: parents.to_vec(),
+            children: children.clone(),
             reply,
         })
     }
@@ -787,6 +802,32 @@ impl<'a> Driver<'a> {
                     };
                     let _ = reply.send(answer);
                     taken?;
+                }
+                Some(Read::Continue {
+                    parents,
+                    children,
+                    reply,
+                }) => {
+                    let answer = if self.start.group.is_some() {
+                        Err(SourceError::Handover(
+                            "a source with partitions that continue others (Kinesis shards) \
+                             cannot be read by a group"
+                                .into(),
+                        ))
+                    } else {
+                        pipeline.taking_over(|p| {
+                            for &child in children.keys() {
+                                if !p.holds(child) {
+                                    p.hold_continuing(child, &parents);
+                                }
+                            }
+                        });
+                        tracing::info!(?parents, children = ?children.keys().collect::<Vec<_>>(), "partitions continued by new ones");
+                        at.positions
+                            .extend(children.iter().map(|(p, pos)| (*p, *pos)));
+                        Ok(children)
+                    };
+                    let _ = reply.send(answer);
                 }
                 Some(Read::Finished { parts, ends, reply }) => {
                     // Everything held is read to its end: its windows are final here,

@@ -94,6 +94,14 @@ pub enum ProducerError {
         /// What failed.
         reason: String,
     },
+    /// Writing to a Kinesis stream failed (the stream, a call the service refused).
+    #[error("writing to {sink}: {reason}")]
+    Kinesis {
+        /// The sink, as its URL.
+        sink: String,
+        /// What failed.
+        reason: String,
+    },
     /// Writing to a stream-log sink failed.
     #[error("writing to {sink}: {source}")]
     Log {
@@ -120,7 +128,10 @@ impl ProducerError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ProducerError::Io { .. } | ProducerError::Log { .. } | ProducerError::Kafka { .. }
+            ProducerError::Io { .. }
+                | ProducerError::Log { .. }
+                | ProducerError::Kafka { .. }
+                | ProducerError::Kinesis { .. }
         )
     }
 }

@@ -20,98 +20,78 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use object_store::ObjectStore;
+use rushhour_cloud::LakeUrl;
 use rushhour_schemas::Table;
 
 use crate::error::QueryError;
 
-/// Where a lake lives, as parsed from the `--lake` argument.
-///
-/// Parsing does not touch the lake; [`lake_context`](crate::lake_context) checks that it
-/// is there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LakeLocation {
-    /// A directory on the local file system: a plain path (relative or absolute),
-    /// `file:PATH`, `file:///ABSOLUTE/PATH` or `file://localhost/ABSOLUTE/PATH`. As with
-    /// the CLI's `file:` endpoints, the path after the scheme is taken verbatim (no
-    /// percent-decoding).
-    Local(PathBuf),
-    /// A prefix in an S3 bucket, `s3://BUCKET/PREFIX` (the prefix may be empty).
-    S3 {
-        /// The bucket.
-        bucket: String,
-        /// The key prefix of the lake root, without leading or trailing `/`.
-        prefix: String,
-    },
-}
+/// Where a lake lives, as parsed from the `--lake` argument: the one lake-URL parser
+/// of rushhour ([`rushhour_cloud::LakeUrl`]).
+pub type LakeLocation = LakeUrl;
 
-impl LakeLocation {
-    /// Parses a `--lake` argument.
-    pub fn parse(lake: &str) -> Result<LakeLocation, QueryError> {
-        let bad = |reason: &str| QueryError::BadLake {
-            lake: lake.to_owned(),
-            reason: reason.to_owned(),
-        };
-        if lake.is_empty() {
-            return Err(bad("the lake is empty"));
-        }
-        if let Some(rest) = lake.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(bad("missing bucket"));
-            }
-            return Ok(LakeLocation::S3 {
-                bucket: bucket.to_owned(),
-                prefix: prefix.trim_matches('/').to_owned(),
-            });
-        }
-        if let Some(rest) = lake.strip_prefix("file:") {
-            let path = match rest.strip_prefix("//") {
-                // `file:///abs` and `file://localhost/abs`; any other host is remote.
-                Some(rest) if rest.starts_with('/') => rest,
-                Some(rest) => match rest.strip_prefix("localhost") {
-                    Some(path) if path.starts_with('/') => path,
-                    _ => return Err(bad("a file:// URL must name an absolute local path")),
-                },
-                None => rest,
-            };
-            if path.is_empty() {
-                return Err(bad("missing path"));
-            }
-            return Ok(LakeLocation::Local(PathBuf::from(path)));
-        }
-        if let Some((scheme, _)) = lake.split_once("://") {
-            return Err(bad(&format!("unknown scheme `{scheme}://`")));
-        }
-        Ok(LakeLocation::Local(PathBuf::from(lake)))
-    }
+/// Parses a `--lake` argument.
+pub fn parse_lake(lake: &str) -> Result<LakeLocation, QueryError> {
+    LakeUrl::parse(lake).map_err(|e| QueryError::BadLake {
+        lake: e.url,
+        reason: e.reason,
+    })
 }
 
 /// Builds the session's tables for the lake at `lake` (the argument as given, for
 /// messages) and registers them on `ctx`.
-pub(crate) fn register_tables(
+pub(crate) async fn register_tables(
     ctx: &SessionContext,
     lake: &str,
     location: &LakeLocation,
 ) -> Result<(), QueryError> {
-    let root = match location {
-        LakeLocation::Local(path) => local_root(lake, path)?,
-        // The design is ready for object stores: register an `object_store` client for
-        // `s3://BUCKET` on the context (`SessionContext::register_object_store`) and point
-        // the listing tables at `s3://BUCKET/PREFIX/<dir>/`; table presence is then a
-        // listing of the prefix instead of a `stat`.
-        LakeLocation::S3 { .. } => {
-            return Err(QueryError::Unsupported(format!(
-                "S3 lakes are not supported yet ({lake}); copy the lake to a local \
-                 directory (e.g. `aws s3 sync`) and query that"
-            )));
-        }
-    };
     let parquet = ctx.state().table_options().parquet.clone();
-    for table in Table::ALL {
-        let provider = local_table(&root, table, &parquet)?;
-        ctx.register_table(table.name(), provider)
-            .map_err(QueryError::from_datafusion)?;
+    match location {
+        LakeUrl::Local(path) => {
+            let root = local_root(lake, path)?;
+            for table in Table::ALL {
+                let provider = local_table(&root, table, &parquet)?;
+                ctx.register_table(table.name(), provider)
+                    .map_err(QueryError::from_datafusion)?;
+            }
+        }
+        LakeUrl::S3 { bucket, prefix } => {
+            let store: Arc<dyn ObjectStore> =
+                Arc::new(rushhour_cloud::s3_settings(bucket).build().map_err(|e| {
+                    QueryError::BadLake {
+                        lake: lake.to_owned(),
+                        reason: e.to_string(),
+                    }
+                })?);
+            // A lake with nothing under it is no lake (a typo in the prefix, say).
+            let root = object_store::path::Path::from(prefix.as_str());
+            match store.list(Some(&root)).next().await {
+                Some(Ok(_)) => {}
+                None => {
+                    return Err(QueryError::NoLake {
+                        path: lake.to_owned(),
+                        reason: "nothing is stored under it".to_owned(),
+                    });
+                }
+                Some(Err(e)) => {
+                    return Err(QueryError::Unsupported(format!("cannot list {lake}: {e}")));
+                }
+            }
+            let base = ListingTableUrl::parse(format!("s3://{bucket}/"))
+                .map_err(QueryError::from_datafusion)?;
+            ctx.register_object_store(base.as_ref(), store);
+            let root = match prefix.as_str() {
+                "" => format!("s3://{bucket}"),
+                p => format!("s3://{bucket}/{p}"),
+            };
+            for table in Table::ALL {
+                let url = ListingTableUrl::parse(format!("{root}/{}/", table.dir()))
+                    .map_err(QueryError::from_datafusion)?;
+                ctx.register_table(table.name(), listing(url, table, &parquet)?)
+                    .map_err(QueryError::from_datafusion)?;
+            }
+        }
     }
     Ok(())
 }
@@ -182,6 +162,15 @@ fn local_table(
     // `root` is UTF-8 (checked in `local_root`) and the table dirs are ASCII.
     let url = ListingTableUrl::parse(format!("{}/", dir.display()))
         .map_err(QueryError::from_datafusion)?;
+    listing(url, table, parquet)
+}
+
+/// The listing table of `table` over the files under `url`, with the table's schema.
+fn listing(
+    url: ListingTableUrl,
+    table: Table,
+    parquet: &TableParquetOptions,
+) -> Result<Arc<dyn TableProvider>, QueryError> {
     let format = ParquetFormat::default().with_options(parquet.clone());
     let options = ListingOptions::new(Arc::new(format))
         .with_file_extension(".parquet")
@@ -224,59 +213,14 @@ pub(crate) fn table_schema(table: Table) -> SchemaRef {
 mod tests {
     use super::*;
 
-    fn local(p: &str) -> LakeLocation {
-        LakeLocation::Local(PathBuf::from(p))
-    }
-
     #[test]
-    fn parses_local_paths_and_urls() {
-        assert_eq!(LakeLocation::parse("lake").unwrap(), local("lake"));
-        assert_eq!(LakeLocation::parse("./a/b").unwrap(), local("./a/b"));
+    fn lake_urls_are_parsed_by_the_shared_parser() {
         assert_eq!(
-            LakeLocation::parse("/tmp/lake").unwrap(),
-            local("/tmp/lake")
+            parse_lake("file:///tmp/lake").unwrap(),
+            LakeUrl::Local(PathBuf::from("/tmp/lake"))
         );
-        assert_eq!(LakeLocation::parse("file:lake").unwrap(), local("lake"));
-        assert_eq!(
-            LakeLocation::parse("file:///tmp/lake").unwrap(),
-            local("/tmp/lake")
-        );
-        assert_eq!(
-            LakeLocation::parse("file://localhost/tmp/lake").unwrap(),
-            local("/tmp/lake")
-        );
-    }
-
-    #[test]
-    fn parses_s3() {
-        assert_eq!(
-            LakeLocation::parse("s3://bucket/some/prefix/").unwrap(),
-            LakeLocation::S3 {
-                bucket: "bucket".into(),
-                prefix: "some/prefix".into()
-            }
-        );
-        assert_eq!(
-            LakeLocation::parse("s3://bucket").unwrap(),
-            LakeLocation::S3 {
-                bucket: "bucket".into(),
-                prefix: String::new()
-            }
-        );
-    }
-
-    #[test]
-    fn refuses_nonsense() {
-        for lake in [
-            "",
-            "s3://",
-            "s3:///x",
-            "file:",
-            "file://",
-            "file://host/x",
-            "gs://b/p",
-        ] {
-            let err = LakeLocation::parse(lake).unwrap_err();
+        for lake in ["", "s3://", "file://host/x", "gs://b/p"] {
+            let err = parse_lake(lake).unwrap_err();
             assert!(matches!(err, QueryError::BadLake { .. }), "{lake}: {err}");
             assert!(err.is_user_error());
         }

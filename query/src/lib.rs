@@ -28,8 +28,8 @@
 //!   table or column) from failures while reading or writing, so the binary can tell the
 //!   user what to fix.
 //!
-//! Only local lakes are read for now; an `s3://BUCKET/PREFIX` lake is parsed
-//! ([`LakeLocation`]) and refused with [`QueryError::Unsupported`].
+//! A lake is a local directory or an `s3://BUCKET/PREFIX` ([`LakeLocation`], the
+//! shared parser), read through `object_store` either way.
 
 mod error;
 mod lake;
@@ -43,16 +43,16 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParser;
 
 pub use error::QueryError;
-pub use lake::LakeLocation;
+pub use lake::{LakeLocation, parse_lake};
 pub use output::{OutputFormat, UnknownFormat};
 
 /// A DataFusion session over the lake at `lake`, with every table of
 /// [`rushhour_schemas::Table::ALL`] registered under its SQL name.
 ///
 /// `lake` is a local directory (a relative or absolute path, `file:PATH` or
-/// `file:///ABSOLUTE/PATH`); an `s3://BUCKET/PREFIX` lake is refused with
-/// [`QueryError::Unsupported`] for now. A lake that does not exist or is not a directory
-/// is [`QueryError::NoLake`].
+/// `file:///ABSOLUTE/PATH`) or `s3://BUCKET/PREFIX`, read with the S3 settings of the
+/// environment ([`rushhour_cloud::s3_settings`]). A local lake that does not exist or
+/// is not a directory, or an S3 prefix with nothing under it, is [`QueryError::NoLake`].
 ///
 /// Each table is a listing of the `.parquet` files under its directory, read with the
 /// table's known schema; `raw_events` gets its `event_date` and `event_hour` partition
@@ -61,7 +61,7 @@ pub use output::{OutputFormat, UnknownFormat};
 ///
 /// Running queries on the context needs a Tokio runtime.
 pub async fn lake_context(lake: &str) -> Result<SessionContext, QueryError> {
-    let location = LakeLocation::parse(lake)?;
+    let location = parse_lake(lake)?;
     let mut config = SessionConfig::new().with_information_schema(true);
     {
         let options = config.options_mut();
@@ -75,7 +75,7 @@ pub async fn lake_context(lake: &str) -> Result<SessionContext, QueryError> {
         .build_arc()
         .map_err(QueryError::from_datafusion)?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
-    lake::register_tables(&ctx, lake, &location)?;
+    lake::register_tables(&ctx, lake, &location).await?;
     Ok(ctx)
 }
 

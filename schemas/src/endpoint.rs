@@ -74,22 +74,39 @@ impl FromStr for Endpoint {
             });
         }
         if let Some(path) = url.strip_prefix("file:") {
-            let path = path.strip_prefix("//").unwrap_or(path);
-            return match path {
-                "" => Err(bad("missing path")),
-                "-" => Ok(Endpoint::Stdio),
-                p => Ok(Endpoint::File(PathBuf::from(p))),
-            };
+            if path == "-" {
+                return Ok(Endpoint::Stdio);
+            }
+            return Ok(Endpoint::File(PathBuf::from(
+                file_url_path(path).map_err(bad)?,
+            )));
         }
         if let Some(dir) = url.strip_prefix("log:") {
-            let dir = dir.strip_prefix("//").unwrap_or(dir);
-            if dir.is_empty() {
-                return Err(bad("missing directory"));
-            }
-            return Ok(Endpoint::Log(PathBuf::from(dir)));
+            return Ok(Endpoint::Log(PathBuf::from(
+                file_url_path(dir).map_err(bad)?,
+            )));
         }
         Err(bad("unknown scheme"))
     }
+}
+
+/// The local path of what follows `file:` (or `log:`) in a URL: `PATH` (relative or
+/// absolute, verbatim), `///ABSOLUTE` or `//localhost/ABSOLUTE`. Any other host is a
+/// remote file, which is refused. Every URL parser of rushhour (endpoints, lakes)
+/// reads local paths through this one function.
+pub fn file_url_path(rest: &str) -> Result<&str, &'static str> {
+    let path = match rest.strip_prefix("//") {
+        Some(after) if after.starts_with('/') => after,
+        Some(after) => match after.strip_prefix("localhost") {
+            Some(path) if path.starts_with('/') => path,
+            _ => return Err("a URL with // must name an absolute local path (file:///PATH)"),
+        },
+        None => rest,
+    };
+    if path.is_empty() {
+        return Err("missing path");
+    }
+    Ok(path)
 }
 
 impl fmt::Display for Endpoint {
@@ -131,6 +148,11 @@ mod tests {
                 stream: "events".into()
             })
         );
+        assert_eq!("file:///tmp/a".parse(), Ok(Endpoint::File("/tmp/a".into())));
+        assert_eq!(
+            "log://localhost/tmp/l".parse(),
+            Ok(Endpoint::Log("/tmp/l".into()))
+        );
         for url in ["file:a", "file:-", "log:/d", "kafka://h:1/t", "kinesis://s"] {
             assert_eq!(url.parse::<Endpoint>().unwrap().to_string(), url);
         }
@@ -147,6 +169,8 @@ mod tests {
             "kafka://h:1",
             "kinesis://",
             "s3://b/k",
+            "file://host/x",
+            "log://",
         ] {
             assert!(url.parse::<Endpoint>().is_err(), "{url}");
         }

@@ -1,9 +1,13 @@
-//! Checkpoints on an object store (a local directory now, S3 later): the
-//! [`CheckpointStore`] the processor commits through.
+//! Checkpoints on an object store (a local directory or S3): the [`CheckpointStore`]
+//! the processor commits through.
 //!
 //! The commit point is `put_if_absent`, a create-only put (`PutMode::Create`): atomic on
-//! a local file system (no-clobber link) and on S3 (conditional `If-None-Match`), so no
-//! rename is needed anywhere.
+//! a local file system (no-clobber link) and on S3 (conditional `If-None-Match: *`), so
+//! no rename is needed anywhere. On S3 a create whose answer was lost is retried and
+//! then meets its own object: `AlreadyExists` is therefore checked against the bytes
+//! stored, and an object equal to ours is ours (every name this store is given for a
+//! create — manifests, claims, fences, credits — holds the writer's identity, so two
+//! writers never create equal bytes).
 
 use std::sync::Arc;
 
@@ -11,6 +15,7 @@ use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use rushhour_cloud::{Io, retrying};
 use rushhour_processor::BoxError;
 use rushhour_processor::checkpoint::CheckpointStore;
 
@@ -24,46 +29,40 @@ pub struct ObjectCheckpointStore {
     store: Arc<dyn ObjectStore>,
     root: Path,
     location: String,
-    rt: tokio::runtime::Runtime,
+    io: Io,
 }
 
 impl ObjectCheckpointStore {
-    /// Opens (creating) the checkpoint directory `url`: a local path or `file:` URL.
-    pub fn open(url: &str) -> Result<ObjectCheckpointStore, LakeError> {
+    /// Opens (creating a local directory) the checkpoint directory `url`: a local path,
+    /// `file:` URL or `s3://BUCKET/PREFIX`.
+    pub fn open(url: &str, io: &Io) -> Result<ObjectCheckpointStore, LakeError> {
         // A checkpoint directory is opened like a lake root.
-        let lake = Lake::open(url)?;
-        Self::from_lake(&lake)
+        Ok(Self::from_lake(&Lake::open(url, io)?))
     }
 
     /// Checkpoints at the root of `lake`'s store.
-    pub fn from_lake(lake: &Lake) -> Result<ObjectCheckpointStore, LakeError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| LakeError::Local {
-                path: lake.url().to_owned(),
-                reason: e.to_string(),
-            })?;
-        Ok(ObjectCheckpointStore {
+    pub fn from_lake(lake: &Lake) -> ObjectCheckpointStore {
+        ObjectCheckpointStore {
             store: lake.store(),
             root: lake.path(""),
             location: lake.url().to_owned(),
-            rt,
-        })
+            io: lake.io().clone(),
+        }
     }
 
     /// The checkpoints of pipeline `name` in `lake`: `LAKE/_checkpoints/<name>`.
-    pub fn in_lake(lake: &Lake, name: &str) -> Result<ObjectCheckpointStore, LakeError> {
+    pub fn in_lake(lake: &Lake, name: &str) -> ObjectCheckpointStore {
         Self::from_lake(&lake.child(&format!("{CHECKPOINTS_DIR}/{name}")))
     }
 
     /// Names of the pipelines with a checkpoint directory in `lake`.
     pub fn pipelines(lake: &Lake) -> Result<Vec<String>, BoxError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let prefix = lake.path(CHECKPOINTS_DIR);
-        let listed = match rt.block_on(lake.store().list_with_delimiter(Some(&prefix))) {
+        let store = lake.store();
+        let listed = lake.io().block_on(retrying("listing checkpoints", || {
+            store.list_with_delimiter(Some(&prefix))
+        }));
+        let listed = match listed {
             Ok(listed) => listed,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(Box::new(e)),
@@ -83,13 +82,20 @@ impl ObjectCheckpointStore {
     }
 
     /// A store over a local directory that already exists (tests).
-    pub fn local(dir: &std::path::Path) -> Result<ObjectCheckpointStore, LakeError> {
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| LakeError::Local {
-            path: dir.display().to_string(),
-            reason: e.to_string(),
+    pub fn local(dir: &std::path::Path, io: &Io) -> Result<ObjectCheckpointStore, LakeError> {
+        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| {
+            LakeError::Store(rushhour_cloud::StoreError::Local {
+                path: dir.display().to_string(),
+                reason: e.to_string(),
+            })
         })?;
-        let lake = Lake::from_store(Arc::new(store), Path::default(), &dir.display().to_string());
-        Self::from_lake(&lake)
+        let lake = Lake::from_store(
+            Arc::new(store),
+            Path::default(),
+            &dir.display().to_string(),
+            io,
+        );
+        Ok(Self::from_lake(&lake))
     }
 
     fn path(&self, name: &str) -> Path {
@@ -100,10 +106,12 @@ impl ObjectCheckpointStore {
 
 impl CheckpointStore for ObjectCheckpointStore {
     fn get(&self, name: &str) -> Result<Option<Vec<u8>>, BoxError> {
-        let result = self.rt.block_on(async {
-            let got = self.store.get(&self.path(name)).await?;
-            got.bytes().await
-        });
+        let path = self.path(name);
+        let result = self
+            .io
+            .block_on(retrying("reading a checkpoint object", || async {
+                self.store.get(&path).await?.bytes().await
+            }));
         match result {
             Ok(bytes) => Ok(Some(bytes.to_vec())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -112,32 +120,42 @@ impl CheckpointStore for ObjectCheckpointStore {
     }
 
     fn put(&self, name: &str, bytes: &[u8]) -> Result<(), BoxError> {
+        let path = self.path(name);
         let payload = PutPayload::from(bytes.to_vec());
-        self.rt
-            .block_on(self.store.put(&self.path(name), payload))?;
+        self.io
+            .block_on(retrying("writing a checkpoint object", || {
+                self.store.put(&path, payload.clone())
+            }))?;
         Ok(())
     }
 
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool, BoxError> {
+        let path = self.path(name);
         let payload = PutPayload::from(bytes.to_vec());
         let opts = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        match self
-            .rt
-            .block_on(self.store.put_opts(&self.path(name), payload, opts))
-        {
+        let put = self
+            .io
+            .block_on(retrying("committing a checkpoint object", || {
+                self.store.put_opts(&path, payload.clone(), opts.clone())
+            }));
+        match put {
             Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            // Ours, if a retried create met the object its first attempt made.
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Ok(self.get(name)?.is_some_and(|stored| stored == bytes))
+            }
             Err(e) => Err(Box::new(e)),
         }
     }
 
     fn list(&self) -> Result<Vec<String>, BoxError> {
-        let listed: Vec<object_store::ObjectMeta> = self
-            .rt
-            .block_on(self.store.list(Some(&self.root)).try_collect())?;
+        let listed: Vec<object_store::ObjectMeta> =
+            self.io.block_on(retrying("listing checkpoints", || {
+                self.store.list(Some(&self.root)).try_collect()
+            }))?;
         Ok(listed
             .into_iter()
             .filter_map(|m| {
@@ -152,7 +170,12 @@ impl CheckpointStore for ObjectCheckpointStore {
     }
 
     fn delete(&self, name: &str) -> Result<(), BoxError> {
-        match self.rt.block_on(self.store.delete(&self.path(name))) {
+        let path = self.path(name);
+        match self
+            .io
+            .block_on(retrying("deleting a checkpoint object", || {
+                self.store.delete(&path)
+            })) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Box::new(e)),
         }
@@ -170,7 +193,8 @@ mod tests {
     #[test]
     fn create_only_put_is_the_commit_point() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ObjectCheckpointStore::open(dir.path().to_str().unwrap()).unwrap();
+        let io = Io::new(1).unwrap();
+        let store = ObjectCheckpointStore::open(dir.path().to_str().unwrap(), &io).unwrap();
         assert_eq!(store.get("a").unwrap(), None);
         assert!(store.put_if_absent("a", b"1").unwrap());
         assert!(!store.put_if_absent("a", b"2").unwrap());

@@ -1,35 +1,43 @@
-//! Opening a lake: a URL or directory → an object store and a root prefix.
+//! Opening a lake: a URL or directory → an object store, a root prefix, and the I/O
+//! runtime its requests run on.
 
 use std::sync::Arc;
 
 use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use rushhour_cloud::{BadLakeUrl, Io, LakeUrl, StoreError, open_store};
 
 /// Why a lake could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
-    /// The local directory could not be created or used.
-    #[error("cannot use lake directory {path}: {reason}")]
-    Local {
-        /// The directory.
-        path: String,
-        /// Why.
-        reason: String,
+    /// The URL does not name a lake.
+    #[error(transparent)]
+    Url(#[from] BadLakeUrl),
+    /// The store could not be opened.
+    #[error("lake: {0}")]
+    Store(#[from] StoreError),
+    /// The store answered with an error.
+    #[error("lake {url}: {source}")]
+    Unreachable {
+        /// The lake.
+        url: String,
+        /// What the store said.
+        #[source]
+        source: object_store::Error,
     },
-    /// A scheme this build does not support yet.
-    #[error(
-        "lake {0}: object-store lakes (s3://) arrive in a later release; use a local directory"
-    )]
-    Unsupported(String),
+    /// A lake to read has nothing there.
+    #[error("no lake at {0}: nothing is stored under it")]
+    Missing(String),
 }
 
-/// A lake root on an object store.
+/// A lake root on an object store, with the runtime that runs its I/O.
 #[derive(Clone)]
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
     root: Path,
     url: String,
+    location: LakeUrl,
+    io: Io,
 }
 
 impl std::fmt::Debug for Lake {
@@ -39,61 +47,57 @@ impl std::fmt::Debug for Lake {
 }
 
 impl Lake {
-    /// Opens (creating if needed) the lake at `url`: a directory path or `file://` URL.
-    pub fn open(url: &str) -> Result<Lake, LakeError> {
-        Self::open_with(url, true)
+    /// Opens the lake at `url` (a directory, `file:` URL or `s3://BUCKET/PREFIX`; see
+    /// [`LakeUrl`]), creating a local directory if needed. Its I/O runs on `io`.
+    pub fn open(url: &str, io: &Io) -> Result<Lake, LakeError> {
+        Self::open_url(&LakeUrl::parse(url)?, true, io)
     }
 
-    /// Opens the lake at `url`, which must exist (for commands that only read).
-    pub fn open_existing(url: &str) -> Result<Lake, LakeError> {
-        Self::open_with(url, false)
-    }
-
-    fn open_with(url: &str, create: bool) -> Result<Lake, LakeError> {
-        if url.contains("://") && !url.starts_with("file://") {
-            return Err(LakeError::Unsupported(url.to_owned()));
-        }
-        // The same spellings `rushhour query` takes: PATH, file:PATH, file:///PATH,
-        // file://localhost/PATH.
-        let dir = url
-            .strip_prefix("file://localhost")
-            .or_else(|| url.strip_prefix("file://"))
-            .or_else(|| url.strip_prefix("file:"))
-            .unwrap_or(url);
-        if dir.is_empty() {
-            return Err(LakeError::Local {
-                path: url.to_owned(),
-                reason: "empty path".into(),
+    /// Opens the lake at `url`, which must exist (for commands that only read): a
+    /// local directory that is there, or an S3 prefix with at least one object.
+    pub fn open_existing(url: &str, io: &Io) -> Result<Lake, LakeError> {
+        let lake = Self::open_url(&LakeUrl::parse(url)?, false, io)?;
+        if !lake.location.is_local() {
+            let store = lake.store.clone();
+            let root = lake.root.clone();
+            let first = io.block_on(async move {
+                use futures::StreamExt;
+                store.list(Some(&root)).next().await.transpose()
             });
+            match first {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(LakeError::Missing(lake.url.clone())),
+                Err(source) => {
+                    return Err(LakeError::Unreachable {
+                        url: lake.url.clone(),
+                        source,
+                    });
+                }
+            }
         }
-        let local = |reason: String| LakeError::Local {
-            path: dir.to_owned(),
-            reason,
-        };
-        if create {
-            std::fs::create_dir_all(dir).map_err(|e| local(e.to_string()))?;
-        } else if !std::path::Path::new(dir).is_dir() {
-            return Err(local("no such directory".into()));
-        }
-        let canonical = std::fs::canonicalize(dir).map_err(|e| local(e.to_string()))?;
-        if !canonical.is_dir() {
-            return Err(local("not a directory".into()));
-        }
-        let store =
-            LocalFileSystem::new_with_prefix(&canonical).map_err(|e| local(e.to_string()))?;
+        Ok(lake)
+    }
+
+    /// Opens the lake at a parsed location.
+    pub fn open_url(location: &LakeUrl, create: bool, io: &Io) -> Result<Lake, LakeError> {
+        let (store, root, url) = open_store(location, create)?;
         Ok(Lake {
-            store: Arc::new(store),
-            root: Path::default(),
-            url: canonical.display().to_string(),
+            store,
+            root,
+            url,
+            location: location.clone(),
+            io: io.clone(),
         })
     }
 
-    /// A lake over any object store under `root` (tests, and S3 later).
-    pub fn from_store(store: Arc<dyn ObjectStore>, root: Path, url: &str) -> Lake {
+    /// A lake over any object store under `root` (tests).
+    pub fn from_store(store: Arc<dyn ObjectStore>, root: Path, url: &str, io: &Io) -> Lake {
         Lake {
             store,
+            location: LakeUrl::Local(url.into()),
             root,
             url: url.to_owned(),
+            io: io.clone(),
         }
     }
 
@@ -105,6 +109,8 @@ impl Lake {
             store: self.store.clone(),
             root: self.path(relative),
             url,
+            location: self.location.join(relative),
+            io: self.io.clone(),
         }
     }
 
@@ -113,9 +119,19 @@ impl Lake {
         self.store.clone()
     }
 
+    /// The runtime the lake's I/O runs on.
+    pub fn io(&self) -> &Io {
+        &self.io
+    }
+
     /// Where the lake is, for messages.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Where the lake is, parsed.
+    pub fn location(&self) -> &LakeUrl {
+        &self.location
     }
 
     /// The object path of `relative` (slash-separated, relative to the lake root).

@@ -28,6 +28,7 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
+use rushhour_cloud::retrying;
 use rushhour_processor::sink::Stale;
 use rushhour_processor::{BoxError, LakeSink, StagedFile, TableBatch};
 use rushhour_schemas::Table;
@@ -80,9 +81,6 @@ pub enum SinkError {
     /// Rows written before an epoch began, or an epoch committed out of turn (a bug).
     #[error("sink used out of order: {0}")]
     OutOfOrder(String),
-    /// The async runtime could not start.
-    #[error("cannot start the I/O runtime: {0}")]
-    Runtime(#[source] std::io::Error),
 }
 
 /// Tuning of the Parquet files.
@@ -117,7 +115,6 @@ struct OpenFile {
 /// Writes table batches as Parquet into a [`Lake`]; see the crate docs.
 pub struct ParquetSink {
     lake: Lake,
-    rt: tokio::runtime::Runtime,
     generation: u64,
     pipeline: String,
     epoch: Option<u64>,
@@ -145,10 +142,6 @@ impl ParquetSink {
         if !name_ok {
             return Err(SinkError::BadName(pipeline.to_owned()));
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(SinkError::Runtime)?;
         let level = ZstdLevel::try_new(opts.zstd_level).unwrap_or_default();
         let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
@@ -161,7 +154,6 @@ impl ParquetSink {
         let props = props.build();
         Ok(ParquetSink {
             lake,
-            rt,
             generation,
             pipeline: pipeline.to_owned(),
             epoch: None,
@@ -177,36 +169,23 @@ impl ParquetSink {
         self.lake.store()
     }
 
-    fn close_file(&mut self, file: OpenFile) -> Result<(), SinkError> {
-        let OpenFile {
-            writer,
-            staged,
-            target,
-            table,
-            rows,
-        } = file;
-        self.rt
-            .block_on(writer.close())
-            .map_err(|source| SinkError::Parquet {
-                path: staged.to_string(),
-                source,
-            })?;
-        let bytes = self
-            .rt
-            .block_on(self.lake.store().head(&staged))
-            .map_err(|source| SinkError::Store {
-                op: "stat",
-                path: staged.to_string(),
-                source,
-            })?
-            .size;
-        self.closed.push(StagedFile {
-            table,
-            staged: self.lake.relative(&staged),
-            target: self.lake.relative(&target),
-            rows,
-            bytes,
-        });
+    /// Completes files in staging, all at once: their last row groups are encoded and
+    /// their uploads finished in parallel on the I/O runtime.
+    fn close_files(&mut self, files: Vec<OpenFile>) -> Result<(), SinkError> {
+        let store = self.store();
+        let done = self.lake.io().block_on(futures::future::join_all(
+            files.into_iter().map(|f| finish_file(f, store.clone())),
+        ));
+        for file in done {
+            let (table, staged, target, rows, bytes) = file?;
+            self.closed.push(StagedFile {
+                table,
+                staged: self.lake.relative(&staged),
+                target: self.lake.relative(&target),
+                rows,
+                bytes,
+            });
+        }
         Ok(())
     }
 
@@ -251,7 +230,8 @@ impl ParquetSink {
             return Ok(());
         };
         let rows = batch.batch.num_rows() as u64;
-        self.rt
+        self.lake
+            .io()
             .block_on(file.writer.write(&batch.batch))
             .map_err(|source| SinkError::Parquet {
                 path: file.staged.to_string(),
@@ -262,7 +242,7 @@ impl ParquetSink {
             >= self.opts.target_file_bytes
             && let Some(file) = self.open.remove(&key)
         {
-            self.close_file(file)?;
+            self.close_files(vec![file])?;
         }
         Ok(())
     }
@@ -271,8 +251,12 @@ impl ParquetSink {
     fn list_under(&self, relative: &str) -> Result<Vec<object_store::ObjectMeta>, SinkError> {
         use futures::TryStreamExt;
         let prefix = self.lake.path(relative);
-        self.rt
-            .block_on(self.store().list(Some(&prefix)).try_collect())
+        let store = self.store();
+        self.lake
+            .io()
+            .block_on(retrying("listing the lake", || {
+                store.list(Some(&prefix)).try_collect()
+            }))
             .map_err(|source| SinkError::Store {
                 op: "list",
                 path: prefix.to_string(),
@@ -290,7 +274,12 @@ impl ParquetSink {
     }
 
     fn delete(&self, path: &Path) -> Result<bool, SinkError> {
-        match self.rt.block_on(self.store().delete(path)) {
+        let store = self.store();
+        match self
+            .lake
+            .io()
+            .block_on(retrying("deleting from the lake", || store.delete(path)))
+        {
             Ok(()) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(source) => Err(SinkError::Store {
@@ -359,7 +348,7 @@ impl ParquetSink {
     fn verify(&mut self, files: &[StagedFile]) -> Result<(), SinkError> {
         for f in files {
             let staged = self.lake.path(&f.staged);
-            match self.rt.block_on(self.store().head(&staged)) {
+            match self.head(&staged) {
                 Ok(meta) if meta.size == f.bytes => {}
                 Ok(meta) => {
                     return Err(SinkError::NotStaged {
@@ -391,7 +380,7 @@ impl ParquetSink {
                 continue;
             };
             let target = self.lake.path(&f.target);
-            match self.rt.block_on(self.store().head(&target)) {
+            match self.head(&target) {
                 Ok(_) => {}
                 Err(object_store::Error::NotFound { .. }) => return Err(staged),
                 Err(source) => {
@@ -406,45 +395,98 @@ impl ParquetSink {
         Ok(())
     }
 
-    fn publish_files(&mut self, files: &[StagedFile]) -> Result<(), SinkError> {
+    fn head(&self, path: &Path) -> object_store::Result<object_store::ObjectMeta> {
         let store = self.store();
-        for (k, f) in files.iter().enumerate() {
-            if k == 1 {
-                rushhour_processor::failpoint("mid-publish");
-            }
-            let staged = self.lake.path(&f.staged);
-            let target = self.lake.path(&f.target);
-            match self.rt.block_on(store.rename(&staged, &target)) {
-                Ok(()) => {}
-                Err(object_store::Error::NotFound { .. }) => {
-                    // Published by an earlier attempt?
-                    match self.rt.block_on(store.head(&target)) {
-                        Ok(_) => {}
-                        Err(object_store::Error::NotFound { .. }) => {
-                            return Err(SinkError::LostFile {
-                                staged: f.staged.clone(),
-                                target: f.target.clone(),
-                            });
-                        }
-                        Err(source) => {
-                            return Err(SinkError::Store {
-                                op: "stat",
-                                path: f.target.clone(),
-                                source,
-                            });
-                        }
-                    }
-                }
-                Err(source) => {
-                    return Err(SinkError::Store {
-                        op: "publish",
-                        path: f.target.clone(),
-                        source,
-                    });
-                }
+        self.lake
+            .io()
+            .block_on(retrying("reading the lake", || store.head(path)))
+    }
+
+    /// Moves staged files to their places, many at a time. Repeating a publish is
+    /// harmless: a file already moved is found at its target.
+    fn publish_files(&mut self, files: &[StagedFile]) -> Result<(), SinkError> {
+        use futures::{StreamExt, TryStreamExt};
+        let moves: Vec<(Path, Path, &StagedFile)> = files
+            .iter()
+            .map(|f| (self.lake.path(&f.staged), self.lake.path(&f.target), f))
+            .collect();
+        let (first, rest) = moves.split_at(moves.len().min(1));
+        let store = self.store();
+        let io = self.lake.io().clone();
+        for m in first {
+            io.block_on(publish_one(&store, m))?;
+        }
+        if !rest.is_empty() {
+            rushhour_processor::failpoint("mid-publish");
+        }
+        io.block_on(
+            futures::stream::iter(rest)
+                .map(|m| publish_one(&store, m))
+                .buffer_unordered(PARALLEL_REQUESTS)
+                .try_collect::<()>(),
+        )
+    }
+}
+
+/// Object-store requests a sink keeps in flight at once when it publishes.
+const PARALLEL_REQUESTS: usize = 16;
+
+/// Completes one file: flushes its last row group, finishes its upload, and reads its
+/// size back from the store.
+async fn finish_file(
+    file: OpenFile,
+    store: Arc<dyn ObjectStore>,
+) -> Result<(Table, Path, Path, u64, u64), SinkError> {
+    let OpenFile {
+        writer,
+        staged,
+        target,
+        table,
+        rows,
+    } = file;
+    writer.close().await.map_err(|source| SinkError::Parquet {
+        path: staged.to_string(),
+        source,
+    })?;
+    let bytes = retrying("reading the lake", || store.head(&staged))
+        .await
+        .map_err(|source| SinkError::Store {
+            op: "stat",
+            path: staged.to_string(),
+            source,
+        })?
+        .size;
+    Ok((table, staged, target, rows, bytes))
+}
+
+/// Moves one staged file to its target (a rename on a local disk, copy then delete on
+/// S3). A staged file that is gone was moved by an earlier attempt if its target is
+/// there.
+async fn publish_one(
+    store: &Arc<dyn ObjectStore>,
+    (staged, target, f): &(Path, Path, &StagedFile),
+) -> Result<(), SinkError> {
+    match retrying("publishing", || store.rename(staged, target)).await {
+        Ok(()) => Ok(()),
+        Err(object_store::Error::NotFound { .. }) => {
+            match retrying("reading the lake", || store.head(target)).await {
+                Ok(_) => Ok(()),
+                Err(object_store::Error::NotFound { .. }) => Err(SinkError::LostFile {
+                    staged: f.staged.clone(),
+                    target: f.target.clone(),
+                }),
+                Err(source) => Err(SinkError::Store {
+                    op: "stat",
+                    path: f.target.clone(),
+                    source,
+                }),
             }
         }
-        Ok(())
+        Err(source) => Err(SinkError::Store {
+            op: "publish",
+            path: f.target.clone(),
+            source,
+        }),
     }
 }
 
@@ -464,9 +506,8 @@ impl LakeSink for ParquetSink {
                 self.epoch
             ))));
         }
-        for (_, file) in std::mem::take(&mut self.open) {
-            self.close_file(file)?;
-        }
+        let open = std::mem::take(&mut self.open);
+        self.close_files(open.into_values().collect())?;
         self.epoch = Some(epoch + 1);
         Ok(std::mem::take(&mut self.closed))
     }

@@ -5,6 +5,10 @@ use rushhour_schemas::{Provenance, RawEventsBuilder, decode};
 
 use super::*;
 
+fn io() -> rushhour_cloud::Io {
+    rushhour_cloud::Io::new(1).unwrap()
+}
+
 fn raw_batch(n: usize) -> TableBatch {
     let mut b = RawEventsBuilder::with_capacity(n);
     for i in 0..n {
@@ -51,7 +55,7 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn stage_then_publish_idempotently() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap(), &io()).unwrap();
     let mut sink = ParquetSink::new(lake, "p", 3, SinkOptions::default()).unwrap();
     // No epoch begun: refused (a bug in the caller, not a silent epoch 1).
     assert!(sink.write(raw_batch(1)).is_err());
@@ -97,7 +101,7 @@ fn stage_then_publish_idempotently() {
 #[test]
 fn small_target_size_rolls_files() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap(), &io()).unwrap();
     let opts = SinkOptions {
         target_file_bytes: 1,
         ..SinkOptions::default()
@@ -126,7 +130,7 @@ fn small_target_size_rolls_files() {
 #[test]
 fn staging_is_cleaned_only_for_older_generations() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap(), &io()).unwrap();
     let mut sinks: Vec<ParquetSink> = [1, 2, 3]
         .into_iter()
         .map(|g| ParquetSink::new(lake.clone(), "p", g, SinkOptions::default()).unwrap())
@@ -158,7 +162,7 @@ fn staging_is_cleaned_only_for_older_generations() {
 #[test]
 fn retraction_takes_exactly_the_undone_epochs_of_this_pipeline() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(dir.path().to_str().unwrap()).unwrap();
+    let lake = Lake::open(dir.path().to_str().unwrap(), &io()).unwrap();
     let mut published = Vec::new();
     for (pipeline, epochs) in [("p", 1..=5), ("p-2", 1..=5)] {
         let mut sink = ParquetSink::new(lake.clone(), pipeline, 1, SinkOptions::default()).unwrap();
@@ -212,7 +216,7 @@ fn file_names_carry_pipeline_and_epoch_exactly() {
     );
     assert!(
         ParquetSink::new(
-            Lake::open(tempfile::tempdir().unwrap().path().to_str().unwrap()).unwrap(),
+            Lake::open(tempfile::tempdir().unwrap().path().to_str().unwrap(), &io()).unwrap(),
             "a.b",
             1,
             SinkOptions::default()

@@ -3,6 +3,7 @@
 //! restart, a rollback or a hand repair.
 
 use anyhow::{Context, bail};
+use rushhour_cloud::{Io, LakeUrl};
 use rushhour_processor::checkpoint::{CheckpointInfo, inspect};
 use rushhour_processor::group::{GroupStatus, group_status};
 use rushhour_processor::lease::{LeaseRecord, PIPELINE_SCOPE, newest};
@@ -213,12 +214,15 @@ fn print_group(out: &mut String, group: &GroupStatus) {
 /// `rushhour checkpoints`.
 pub fn run(args: &CheckpointsArgs) -> anyhow::Result<()> {
     let mut reports = Vec::new();
+    let io = Io::new(2).context("cannot start the I/O runtime")?;
     match &args.checkpoint {
         Some(url) => {
-            if !std::path::Path::new(url.strip_prefix("file:").unwrap_or(url)).is_dir() {
+            if let LakeUrl::Local(dir) = LakeUrl::parse(url)?
+                && !dir.is_dir()
+            {
                 bail!("checkpoint directory {url} does not exist");
             }
-            let store = ObjectCheckpointStore::open(url)
+            let store = ObjectCheckpointStore::open(url, &io)
                 .with_context(|| format!("cannot open the checkpoint directory {url}"))?;
             let name = url
                 .trim_end_matches('/')
@@ -229,12 +233,12 @@ pub fn run(args: &CheckpointsArgs) -> anyhow::Result<()> {
             reports.push(report(&name, &store, args.action)?);
         }
         None => {
-            let lake = Lake::open_existing(&args.lake)?;
+            let lake = Lake::open_existing(&args.lake, &io)?;
             let names = ObjectCheckpointStore::pipelines(&lake)
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("listing the pipelines of {}", lake.url()))?;
             for name in names {
-                let store = ObjectCheckpointStore::in_lake(&lake, &name)?;
+                let store = ObjectCheckpointStore::in_lake(&lake, &name);
                 reports.push(report(&name, &store, args.action)?);
             }
         }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
+use rushhour_cloud::Io;
 use rushhour_processor::checkpoint::CheckpointError;
 use rushhour_processor::group::Member;
 use rushhour_processor::lease::PIPELINE_SCOPE;
@@ -11,6 +12,7 @@ use rushhour_processor::sink::LakeSink;
 use rushhour_processor::source::kafka::{
     Assignor as KafkaAssignor, KafkaSettings, StartAt as KafkaStart,
 };
+use rushhour_processor::source::kinesis::{KinesisSettings, KinesisStart};
 use rushhour_processor::source::{SourceOptions, open_source, position_style};
 use rushhour_processor::{
     CheckpointStore, Checkpointer, Holder, Lease, LeaseKeeper, LeaseOptions, Pipeline,
@@ -58,7 +60,9 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
     if args.lease_ttl < std::time::Duration::from_millis(100) {
         bail!("--lease-ttl must be at least 100ms");
     }
-    let lake = Lake::open(&args.lake)?;
+    // The one runtime every lake and checkpoint request of this process runs on.
+    let io = Io::new(2).context("cannot start the I/O runtime")?;
+    let lake = Lake::open(&args.lake, &io)?;
     // stdin cannot be read again, so each run over it is a pipeline of its own.
     let name = match (&args.name, &args.from) {
         (Some(name), _) => name.clone(),
@@ -71,9 +75,9 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
         (None, from) => default_name(&from.to_string()),
     };
     let store: Arc<dyn CheckpointStore> = Arc::new(match &args.checkpoint {
-        Some(url) => ObjectCheckpointStore::open(url)
+        Some(url) => ObjectCheckpointStore::open(url, &io)
             .with_context(|| format!("cannot open the checkpoint directory {url}"))?,
-        None => ObjectCheckpointStore::in_lake(&lake, &name)?,
+        None => ObjectCheckpointStore::in_lake(&lake, &name),
     });
     let cfg = PipelineConfig {
         lateness_ms: ms(args.lateness)?,
@@ -96,6 +100,13 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
                 Assignor::Range => KafkaAssignor::Range,
             },
         },
+        kinesis: KinesisSettings {
+            start: match args.start {
+                StartAt::Earliest => KinesisStart::Earliest,
+                StartAt::Latest => KinesisStart::Latest,
+            },
+            io: Some(io.clone()),
+        },
         ..Default::default()
     };
     let source_name = args.from.to_string();
@@ -108,7 +119,9 @@ pub fn process(args: &ProcessArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Run
         return process_group(args, &lake, &name, store, cfg, &source_opts, &opts);
     }
     if args.group.is_some() {
-        bail!("--group is for kafka:// sources (a file or log is read by one process)");
+        bail!(
+            "--group is for kafka:// sources (a file, a log or a Kinesis stream is read by one process)"
+        );
     }
 
     let lease_opts = LeaseOptions {

@@ -33,7 +33,7 @@ fn kafka_url(topic: &str) -> String {
 
 /// The knobs every test uses: disorder within the lateness, duplicates, malformed
 /// records; no late ones.
-const KNOBS: [&str; 6] = [
+pub(crate) const KNOBS: [&str; 6] = [
     "--disorder",
     "3s",
     "--duplicate-fraction",
@@ -42,7 +42,7 @@ const KNOBS: [&str; 6] = [
     "0.005",
 ];
 
-fn generate(to: &str, orders: &str, seed: &str, extra: &[&str]) -> serde_json::Value {
+pub(crate) fn generate(to: &str, orders: &str, seed: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["generate", "--to", to, "--orders", orders, "--seed", seed];
     args.extend(KNOBS);
     args.extend(extra);
@@ -51,7 +51,7 @@ fn generate(to: &str, orders: &str, seed: &str, extra: &[&str]) -> serde_json::V
 }
 
 /// Every table, without the columns that name where a record came from.
-fn tables(lake: &Path) -> Vec<String> {
+pub(crate) fn tables(lake: &Path) -> Vec<String> {
     [
         "SELECT event_id, event_type, event_time, order_id, store_id, rider_id, total_cents, lat, lon, is_late FROM raw_events ORDER BY event_id, is_late",
         "SELECT raw_bytes, error FROM dead_letter ORDER BY raw_bytes",
@@ -67,7 +67,7 @@ fn tables(lake: &Path) -> Vec<String> {
 }
 
 /// The lake one process writes from a file of the same events: the reference.
-fn reference(dir: &Path, orders: &str, seed: &str) -> (serde_json::Value, Vec<String>) {
+pub(crate) fn reference(dir: &Path, orders: &str, seed: &str) -> (serde_json::Value, Vec<String>) {
     let file = dir.join(format!("reference-{seed}.jsonl"));
     generate(&format!("file:{}", file.display()), orders, seed, &[]);
     let lake = dir.join(format!("reference-{seed}"));
@@ -84,7 +84,7 @@ fn reference(dir: &Path, orders: &str, seed: &str) -> (serde_json::Value, Vec<St
 }
 
 /// Compares tables, naming what differs (row counts, rows only one side has).
-fn assert_same_tables(got: &[String], want: &[String], skip: &[usize]) {
+pub(crate) fn assert_same_tables(got: &[String], want: &[String], skip: &[usize]) {
     for (k, (g, w)) in got.iter().zip(want).enumerate() {
         if skip.contains(&k) || g == w {
             continue;
@@ -129,7 +129,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// Waits for a member, killing it (and failing) if it has not ended within `secs`: a
 /// member the broker never gives the partitions it waits for must fail the test, not
 /// hang it.
-fn finish(mut child: Child, secs: u64, what: &str) -> std::process::Output {
+pub(crate) fn finish(mut child: Child, secs: u64, what: &str) -> std::process::Output {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() >= deadline {

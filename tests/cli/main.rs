@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
+mod aws;
 mod kafka;
 mod ownership;
 mod recovery;

@@ -16,6 +16,8 @@
 mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kinesis")]
+pub mod kinesis;
 mod log;
 
 use std::collections::BTreeMap;
@@ -111,6 +113,75 @@ pub enum Position {
         /// The offset.
         offset: i64,
     },
+    /// A Kinesis shard: after which record to go on.
+    Kinesis {
+        /// The sequence number of the last record handed over; `None` before the first.
+        after: Option<SequenceNumber>,
+        /// Records handed over from the shard so far (the next record's offset in the
+        /// `position` column).
+        count: u64,
+        /// Before the first record: start with the records that arrived at or after this
+        /// time (ms since the epoch; a new pipeline started `--start latest`), or, when
+        /// `None`, with the shard's oldest record.
+        since_ms: Option<i64>,
+    },
+}
+
+/// A Kinesis sequence number: a decimal of up to 76 digits (the service's are 56), kept
+/// in two integers so that positions stay `Copy`; written as its decimal string.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
+pub struct SequenceNumber {
+    hi: u128,
+    lo: u128,
+}
+
+/// Digits kept in [`SequenceNumber::lo`].
+const SEQ_LO_DIGITS: usize = 38;
+
+impl std::str::FromStr for SequenceNumber {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not a sequence number (up to 76 decimal digits)");
+        if s.is_empty() || s.len() > 2 * SEQ_LO_DIGITS || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let split = s.len().saturating_sub(SEQ_LO_DIGITS);
+        let hi = if split == 0 {
+            0
+        } else {
+            s[..split].parse().map_err(|_| bad())?
+        };
+        let lo = s[split..].parse().map_err(|_| bad())?;
+        Ok(SequenceNumber { hi, lo })
+    }
+}
+
+impl From<SequenceNumber> for String {
+    fn from(seq: SequenceNumber) -> String {
+        seq.to_string()
+    }
+}
+
+impl TryFrom<String> for SequenceNumber {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl std::fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.hi == 0 {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}{:038}", self.hi, self.lo)
+        }
+    }
 }
 
 impl Position {
@@ -119,6 +190,7 @@ impl Position {
     pub fn is_at_or_past(&self, end: &Position) -> bool {
         match (self, end) {
             (Position::Kafka { offset }, Position::Kafka { offset: end }) => offset >= end,
+            (Position::Kinesis { count, .. }, Position::Kinesis { count: end, .. }) => count >= end,
             (Position::Log { offset, .. }, Position::Log { offset: end, .. }) => offset >= end,
             (Position::File { byte, .. }, Position::File { byte: end, .. }) => byte >= end,
             _ => false,
@@ -132,6 +204,12 @@ impl std::fmt::Display for Position {
             Position::File { line, .. } => write!(f, "line {line}"),
             Position::Log { offset, .. } => write!(f, "offset {offset}"),
             Position::Kafka { offset } => write!(f, "offset {offset}"),
+            Position::Kinesis {
+                after: Some(seq),
+                count,
+                ..
+            } => write!(f, "record {count}, after sequence number {seq}"),
+            Position::Kinesis { count, .. } => write!(f, "record {count}, at the shard's start"),
         }
     }
 }
@@ -187,6 +265,16 @@ pub trait PartitionHandler: Send + Sync {
     /// to a number): the pipeline takes over their state (from the newest committed
     /// checkpoint holding them, whoever wrote it). Returns where to read each one from.
     fn assigned(&self, defaults: &Positions) -> Result<Positions, SourceError>;
+
+    /// Partitions `children` continue `parents`, which are read to their end (a Kinesis
+    /// split or merge): the pipeline holds each child it does not hold yet, with the
+    /// parents' lowest watermark (a child's records follow its parents', key by key),
+    /// and answers where to read each one from (`children`: where the source would
+    /// start them).
+    fn continued(&self, parents: &[u32], children: &Positions) -> Result<Positions, SourceError> {
+        let _ = parents;
+        self.assigned(children)
+    }
 
     /// These partitions are about to be taken away: the pipeline applies every batch
     /// handed over before, commits a checkpoint holding them, and releases them.
@@ -271,6 +359,9 @@ pub struct SourceOptions {
     /// Consumer-group settings of a `kafka://` source.
     #[cfg(feature = "kafka")]
     pub kafka: kafka::KafkaSettings,
+    /// Settings of a `kinesis://` source.
+    #[cfg(feature = "kinesis")]
+    pub kinesis: kinesis::KinesisSettings,
 }
 
 impl Default for SourceOptions {
@@ -281,6 +372,8 @@ impl Default for SourceOptions {
             batch_bytes: 1 << 20,
             #[cfg(feature = "kafka")]
             kafka: kafka::KafkaSettings::default(),
+            #[cfg(feature = "kinesis")]
+            kinesis: kinesis::KinesisSettings::default(),
         }
     }
 }
@@ -317,8 +410,16 @@ pub fn open_source(
         Endpoint::Kafka { .. } => Err(SourceError::Unsupported(format!(
             "{endpoint}: this build has no Kafka support (feature `kafka`)"
         ))),
+        #[cfg(feature = "kinesis")]
+        Endpoint::Kinesis { stream } => Ok(Box::new(kinesis::KinesisSource::open(
+            stream,
+            &opts.kinesis,
+            opts,
+            positions,
+        )?)),
+        #[cfg(not(feature = "kinesis"))]
         Endpoint::Kinesis { .. } => Err(SourceError::Unsupported(format!(
-            "{endpoint}: Kinesis sources arrive in a later release; use file:PATH, log:DIR or kafka://"
+            "{endpoint}: this build has no Kinesis support (feature `kinesis`)"
         ))),
     }
 }

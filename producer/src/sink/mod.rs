@@ -17,6 +17,8 @@ use crate::ProducerError;
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kinesis")]
+pub mod kinesis;
 
 /// A log sink hands its buffers to the operating system at least this often (bytes),
 /// so that a tailing reader keeps up with a long run.
@@ -59,12 +61,15 @@ pub struct SinkOptions {
     /// Kafka batch compression.
     #[cfg(feature = "kafka")]
     pub compression: kafka::Compression,
+    /// The I/O runtime of network sinks (Kinesis); one is started if `None`.
+    #[cfg(feature = "kinesis")]
+    pub io: Option<rushhour_cloud::Io>,
 }
 
 /// Partitions of a new log when none are asked for.
 pub const DEFAULT_LOG_PARTITIONS: u32 = 4;
 
-/// Opens the sink an endpoint names. Kinesis is not available yet.
+/// Opens the sink an endpoint names.
 pub fn open_sink(
     endpoint: &Endpoint,
     opts: &SinkOptions,
@@ -90,8 +95,27 @@ pub fn open_sink(
         Endpoint::Kafka { .. } => Err(ProducerError::Unsupported(
             "this build has no Kafka support (feature `kafka`); use log:DIR or file:PATH".into(),
         )),
+        #[cfg(feature = "kinesis")]
+        Endpoint::Kinesis { stream } => {
+            let io = match &opts.io {
+                Some(io) => io.clone(),
+                None => rushhour_cloud::Io::new(1).map_err(|e| ProducerError::Kinesis {
+                    sink: endpoint.to_string(),
+                    reason: format!("cannot start the I/O runtime: {e}"),
+                })?,
+            };
+            Ok(Box::new(kinesis::KinesisSink::open(
+                stream,
+                &kinesis::KinesisOptions {
+                    create_shards: opts.partitions,
+                },
+                &io,
+            )?))
+        }
+        #[cfg(not(feature = "kinesis"))]
         Endpoint::Kinesis { .. } => Err(ProducerError::Unsupported(
-            "kinesis:// sinks arrive in a later release; use log:DIR or file:PATH".into(),
+            "this build has no Kinesis support (feature `kinesis`); use log:DIR or file:PATH"
+                .into(),
         )),
     }
 }

@@ -1,0 +1,37 @@
+//! The I/O edge of rushhour: everything that talks to a network service or an object
+//! store starts here.
+//!
+//! - [`Io`]: the one async runtime all blocking code hands its I/O to. The processor's
+//!   threads (reader, pipeline, Parquet encoder) are plain threads; they call
+//!   [`Io::block_on`], and the runtime's own workers keep driving what was spawned in
+//!   the meantime — multipart part uploads proceed while the pipeline computes.
+//! - [`LakeUrl`]: the one parser of lake (and checkpoint directory) URLs, used by every
+//!   command that takes `--lake` or `--checkpoint`.
+//! - [`open_store`]: a lake URL → an `object_store` (a local directory, or S3 configured
+//!   from the standard AWS environment) and the root prefix inside it.
+//! - [`aws_config`]: the AWS SDK configuration (region, credentials, endpoints) from the
+//!   same environment, on the SDK's HTTPS client with rustls and ring.
+
+mod io;
+mod retry;
+mod store;
+mod url;
+
+pub use io::Io;
+pub use retry::{is_transient, retrying};
+pub use store::{StoreError, open_store, s3_settings};
+pub use url::{BadLakeUrl, LakeUrl};
+
+/// The AWS SDK configuration from the environment (`AWS_REGION`, credentials, profiles,
+/// `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`), on rustls with ring. Call it from
+/// inside [`Io::block_on`] (it may read instance metadata).
+pub async fn aws_config() -> aws_config::SdkConfig {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .load()
+        .await
+}

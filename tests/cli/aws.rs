@@ -1,0 +1,400 @@
+//! The AWS path end to end, against the real local servers `infra/local-stack.sh start
+//! s3 kinesis` runs (moto for S3, kinesis-local for Kinesis; endpoints from
+//! `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL_KINESIS`). Servers that are not there fail
+//! these tests: they never skip.
+//!
+//! Inputs have no late records and bounded disorder (as in the Kafka tests), so every
+//! run must write the lake one process writes from a file of the same events.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+
+use crate::kafka::{assert_same_tables, finish, generate, reference, tables};
+use crate::recovery::delays;
+use crate::{bin, ok, spawn, stderr, stdout, summary};
+
+fn s3_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_S3")
+        .expect("AWS_ENDPOINT_URL_S3: start infra/local-stack.sh s3")
+}
+
+/// A name no other test (or earlier run) uses.
+fn unique(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{test}-{}-{nanos}", std::process::id())
+}
+
+/// Creates a bucket on the S3 server (an unsigned `PUT /BUCKET`, which moto takes).
+fn create_bucket(endpoint: &str, bucket: &str) {
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut conn = TcpStream::connect(host).unwrap();
+    write!(
+        conn,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// A fresh S3 lake URL, `s3://BUCKET/lake`.
+fn s3_lake(test: &str) -> String {
+    let bucket = unique(test).to_lowercase().replace('_', "-");
+    let bucket: String = bucket.chars().take(63).collect();
+    create_bucket(&s3_endpoint(), &bucket);
+    format!("s3://{bucket}/lake")
+}
+
+fn process_args<'a>(from: &'a str, lake: &'a str) -> Vec<&'a str> {
+    vec![
+        "process",
+        "--from",
+        from,
+        "--lake",
+        lake,
+        "--until-end",
+        "--quiet",
+        "--checkpoint-interval",
+        "200ms",
+    ]
+}
+
+/// A Kinesis client on the environment's settings, with its runtime.
+struct Kinesis {
+    rt: tokio::runtime::Runtime,
+    client: aws_sdk_kinesis::Client,
+}
+
+impl Kinesis {
+    fn new() -> Kinesis {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = rt.block_on(rushhour_cloud::aws_config());
+        Kinesis {
+            client: aws_sdk_kinesis::Client::new(&config),
+            rt,
+        }
+    }
+
+    fn wait_active(&self, stream: &str) {
+        for _ in 0..300 {
+            let out = self
+                .rt
+                .block_on(
+                    self.client
+                        .describe_stream_summary()
+                        .stream_name(stream)
+                        .send(),
+                )
+                .unwrap();
+            if out.stream_description_summary().unwrap().stream_status() == &StreamStatus::Active {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("stream {stream} did not become active");
+    }
+
+    /// Open shards: (id, starting hash key, ending hash key).
+    fn open_shards(&self, stream: &str) -> Vec<(String, u128, u128)> {
+        let out = self
+            .rt
+            .block_on(self.client.list_shards().stream_name(stream).send())
+            .unwrap();
+        out.shards()
+            .iter()
+            .filter(|s| {
+                s.sequence_number_range()
+                    .unwrap()
+                    .ending_sequence_number()
+                    .is_none()
+            })
+            .map(|s| {
+                let r = s.hash_key_range().unwrap();
+                (
+                    s.shard_id().to_owned(),
+                    r.starting_hash_key().parse().unwrap(),
+                    r.ending_hash_key().parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Writes `lines` keyed per the contract, 500 a call, in order.
+    fn put(&self, stream: &str, lines: &[&str]) {
+        for chunk in lines.chunks(500) {
+            let entries = chunk
+                .iter()
+                .map(|line| {
+                    let v: serde_json::Value =
+                        serde_json::from_str(line).unwrap_or(serde_json::Value::Null);
+                    let key = v["store_id"]
+                        .as_str()
+                        .filter(|_| v["event_type"] != "rider_location")
+                        .or(v["rider_id"].as_str())
+                        .unwrap_or("unkeyed")
+                        .to_owned();
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(key)
+                        .data(Blob::new(line.as_bytes().to_vec()))
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            let out = self
+                .rt
+                .block_on(
+                    self.client
+                        .put_records()
+                        .stream_name(stream)
+                        .set_records(Some(entries))
+                        .send(),
+                )
+                .unwrap();
+            assert_eq!(out.failed_record_count(), Some(0));
+        }
+    }
+}
+
+#[test]
+fn generate_to_kinesis_then_process_into_s3_equals_the_file_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = unique("one");
+    let url = format!("kinesis://{stream}");
+    // A missing stream is an error unless --shards creates it.
+    let o = bin()
+        .args(["generate", "--to", &url, "--orders", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--shards"), "{}", stderr(&o));
+    let made = generate(&url, "300", "41", &["--shards", "3"]);
+    assert!(made.as_str().unwrap().contains("events/s"), "{made}");
+    let (want, want_tables) = reference(dir.path(), "300", "41");
+    let lake = s3_lake("one");
+    let o = ok(&process_args(&url, &lake));
+    assert_eq!(summary(&o), want);
+    // `query` (and so `replay`) read the S3 lake.
+    assert_same_tables(&tables(Path::new(&lake)), &want_tables, &[]);
+    // Every shard was read, positions are shard:record.
+    let shards = crate::query_csv(
+        Path::new(&lake),
+        "SELECT DISTINCT split_part(position, ':', 1) FROM raw_events ORDER BY 1",
+    );
+    assert_eq!(shards.lines().skip(1).collect::<Vec<_>>(), ["0", "1", "2"]);
+    // Run again: nothing new, and the same summary (the checkpoint is on S3).
+    let again = ok(&process_args(&url, &lake));
+    assert_eq!(summary(&again), want);
+    assert_eq!(tables(Path::new(&lake)), want_tables);
+    let o = ok(&["checkpoints", "--lake", &lake, "verify", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let cps = report["pipelines"][0]["checkpoints"].as_array().unwrap();
+    assert!(!cps.is_empty(), "{report}");
+    assert!(cps.iter().all(|c| c["verifies"] == true), "{report}");
+    let seq = &cps[0]["positions"]["0"]["kinesis"]["after"];
+    assert!(seq.as_str().is_some_and(|s| s.len() > 20), "{report}");
+}
+
+#[test]
+fn a_split_and_a_merge_then_sigkills_keep_order_and_exactness() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let mut args = vec!["generate", "--to"];
+    let to = format!("file:{}", input.display());
+    args.extend([to.as_str(), "--orders", "400", "--seed", "43"]);
+    args.extend(crate::kafka::KNOBS);
+    ok(&args);
+    let (want, want_tables) = reference(dir.path(), "400", "43");
+    let text = std::fs::read_to_string(&input).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let third = lines.len() / 3;
+
+    let kinesis = Kinesis::new();
+    let stream = unique("reshard");
+    kinesis
+        .rt
+        .block_on(
+            kinesis
+                .client
+                .create_stream()
+                .stream_name(&stream)
+                .shard_count(2)
+                .send(),
+        )
+        .unwrap();
+    kinesis.wait_active(&stream);
+    kinesis.put(&stream, &lines[..third]);
+    // Split the first shard in the middle of its hash range.
+    let (id, lo, hi) = kinesis.open_shards(&stream)[0].clone();
+    kinesis
+        .rt
+        .block_on(
+            kinesis
+                .client
+                .split_shard()
+                .stream_name(&stream)
+                .shard_to_split(&id)
+                .new_starting_hash_key((lo + (hi - lo) / 2).to_string())
+                .send(),
+        )
+        .unwrap();
+    kinesis.wait_active(&stream);
+    kinesis.put(&stream, &lines[third..2 * third]);
+    // Merge two adjacent open shards.
+    let mut open = kinesis.open_shards(&stream);
+    open.sort_by_key(|s| s.1);
+    let pair = open
+        .windows(2)
+        .find(|w| w[0].2 + 1 == w[1].1)
+        .expect("adjacent shards");
+    kinesis
+        .rt
+        .block_on(
+            kinesis
+                .client
+                .merge_shards()
+                .stream_name(&stream)
+                .shard_to_merge(&pair[0].0)
+                .adjacent_shard_to_merge(&pair[1].0)
+                .send(),
+        )
+        .unwrap();
+    kinesis.wait_active(&stream);
+    kinesis.put(&stream, &lines[2 * third..]);
+
+    let url = format!("kinesis://{stream}");
+    let lake = s3_lake("reshard");
+    for ms in delays(23, 4, 2500) {
+        let mut child = spawn(&process_args(&url, &lake));
+        std::thread::sleep(Duration::from_millis(ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let o = finish(spawn(&process_args(&url, &lake)), 300, "the last run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(summary(&o), want);
+    // Parents before children, key by key: no record late, every table exact.
+    assert_same_tables(&tables(Path::new(&lake)), &want_tables, &[]);
+    let shards = crate::query_csv(
+        Path::new(&lake),
+        "SELECT count(DISTINCT split_part(position, ':', 1)) FROM raw_events",
+    );
+    assert_eq!(
+        shards.lines().nth(1),
+        Some("5"),
+        "2 + 2 children + 1 merged"
+    );
+}
+
+/// A TCP proxy to `target` that can refuse every connection for a while (the server
+/// "down"): open connections are cut and new ones refused until it is up again.
+struct FlakyProxy {
+    port: u16,
+    down: Arc<AtomicBool>,
+}
+
+impl FlakyProxy {
+    fn start(target: String) -> FlakyProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let flag = down.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                if flag.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 << 10];
+                        loop {
+                            if flag.load(Ordering::SeqCst) {
+                                let _ = from.shutdown(std::net::Shutdown::Both);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
+                            let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+                            match from.read(&mut buf) {
+                                Ok(0) => {
+                                    let _ = to.shutdown(std::net::Shutdown::Write);
+                                    return;
+                                }
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        FlakyProxy { port, down }
+    }
+}
+
+#[test]
+fn an_s3_outage_mid_run_costs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let to = format!("file:{}", input.display());
+    let mut args = vec!["generate", "--to", &to, "--orders", "3000", "--seed", "47"];
+    args.extend(crate::kafka::KNOBS);
+    ok(&args);
+    let (want, want_tables) = reference(dir.path(), "3000", "47");
+    let lake = s3_lake("outage");
+    let endpoint = s3_endpoint();
+    let proxy = FlakyProxy::start(endpoint.trim_start_matches("http://").to_owned());
+    let from = format!("file:{}", input.display());
+    let mut args = process_args(&from, &lake);
+    *args.last_mut().unwrap() = "50ms";
+    let child = bin()
+        .args(&args)
+        .env(
+            "AWS_ENDPOINT_URL_S3",
+            format!("http://127.0.0.1:{}", proxy.port),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Down for three seconds while it commits.
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.down.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(3));
+    proxy.down.store(false, Ordering::SeqCst);
+    let o = finish(child, 300, "the run through the outage");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(summary(&o), want);
+    assert_same_tables(&tables(Path::new(&lake)), &want_tables, &[]);
+}
