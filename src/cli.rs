@@ -196,10 +196,12 @@ pub struct GenerateArgs {
 /// `rushhour process`
 #[derive(Debug, Args)]
 pub struct ProcessArgs {
-    /// Where to read: file:PATH, file:- (stdin), log:DIR or kafka://HOST:PORT/TOPIC.
+    /// Where to read: file:PATH, file:- (stdin), log:DIR, kafka://HOST:PORT/TOPIC or
+    /// kinesis://STREAM (AWS settings from the environment).
     #[arg(long, value_parser = parse_endpoint)]
     pub from: Endpoint,
-    /// The lake: a local directory (created if missing).
+    /// The lake: a local directory (created if missing), file:PATH, or
+    /// s3://BUCKET/PREFIX (the bucket must exist; AWS settings from the environment).
     #[arg(long)]
     pub lake: String,
     /// How far the watermark trails the newest event time; older events are late.
@@ -249,7 +251,8 @@ pub struct ProcessArgs {
     /// with the same group and lake to share the topic's partitions.
     #[arg(long, value_parser = parse_name)]
     pub group: Option<String>,
-    /// Kafka: where a partition no checkpoint holds starts, for a new pipeline.
+    /// Kafka and Kinesis: where a partition (shard) no checkpoint holds starts, for a
+    /// new pipeline.
     #[arg(long, value_enum, default_value_t = StartAt::Earliest)]
     pub start: StartAt,
     /// Kafka: a member silent this long is dropped from the group and its partitions
@@ -267,10 +270,10 @@ pub struct ProcessArgs {
     pub quiet: bool,
 }
 
-/// `--start` of a Kafka source.
+/// `--start` of a Kafka or Kinesis source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StartAt {
-    /// The first record the topic still has.
+    /// The first record the topic (or shard) still has.
     Earliest,
     /// Only what is produced from now on.
     Latest,
@@ -309,7 +312,7 @@ fn parse_speed(text: &str) -> Result<Speed, String> {
 /// `rushhour replay`
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// The lake directory to read raw events from.
+    /// The lake to read raw events from: a directory or s3://BUCKET/PREFIX.
     #[arg(long)]
     pub lake: String,
     /// Where to write: file:PATH, file:- (stdout), log:DIR, kafka://HOST:PORT/TOPIC or
@@ -351,7 +354,7 @@ pub enum Format {
 /// `rushhour query`
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// The lake directory.
+    /// The lake: a directory or s3://BUCKET/PREFIX.
     #[arg(long)]
     pub lake: String,
     /// Output format.
@@ -373,7 +376,8 @@ pub enum CheckpointsAction {
 /// `rushhour checkpoints`
 #[derive(Debug, Args)]
 pub struct CheckpointsArgs {
-    /// The lake directory: every pipeline under LAKE/_checkpoints/ is shown.
+    /// The lake (a directory or s3://BUCKET/PREFIX): every pipeline under
+    /// LAKE/_checkpoints/ is shown.
     #[arg(long)]
     pub lake: String,
     /// One checkpoint directory to show instead (as given to `process --checkpoint`).

@@ -379,12 +379,12 @@ fn stdin_source_and_unreadable_inputs() {
         &[
             "process",
             "--from",
-            "kinesis://events",
+            "kinesis://no-such-stream-here",
             "--lake",
             lake.to_str().unwrap(),
         ],
         1,
-        "later release",
+        "no such stream",
     );
     let file = dir.path().join("plain-file");
     std::fs::write(&file, "x").unwrap();

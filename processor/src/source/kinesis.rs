@@ -253,10 +253,20 @@ impl KinesisSource {
                 Some(t) => self.client.list_shards().next_token(t),
                 None => self.client.list_shards().stream_name(&self.stream),
             };
-            let page = self
-                .io
-                .block_on(call.send())
-                .map_err(|e| self.broker("ListShards", &e.into_service_error()))?;
+            let page = self.io.block_on(call.send()).map_err(|e| {
+                let e = e.into_service_error();
+                if e.is_resource_not_found_exception() {
+                    SourceError::Broker {
+                        source_url: self.name.clone(),
+                        reason: "no such stream (create it with `rushhour generate --to \
+                                 kinesis://STREAM --shards N`, or check AWS_REGION and \
+                                 AWS_ENDPOINT_URL_KINESIS)"
+                            .into(),
+                    }
+                } else {
+                    self.broker("ListShards", &e)
+                }
+            })?;
             for shard in page.shards() {
                 let id = shard.shard_id();
                 let Some(number) = shard_number(id) else {
