@@ -27,9 +27,13 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let text = format!("{e:#}");
             #[allow(clippy::print_stderr)]
             {
-                eprintln!("rushhour: error: {e:#}");
+                eprintln!("rushhour: error: {text}");
+                if let Some(hint) = rushhour_cloud::hint(&text) {
+                    eprintln!("rushhour: hint: {hint}");
+                }
             }
             ExitCode::FAILURE
         }

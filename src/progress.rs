@@ -38,8 +38,12 @@ pub fn process_line(p: &Progress) -> String {
     } else {
         format_millis(p.watermark)
     };
+    let behind = match p.behind_ms {
+        Some(ms) => format!(" · {:.1} s behind", ms as f64 / 1000.0),
+        None => String::new(),
+    };
     format!(
-        "read {} ({}/s) · accepted {} · late {} · duplicates {} · invalid {} · watermark {wm} · state {} · epochs {}",
+        "read {} ({}/s) · accepted {} · late {} · duplicates {} · invalid {} · watermark {wm} · state {} · epochs {}{behind}",
         human(c.read as f64),
         human(c.read as f64 / secs),
         human(c.accepted as f64),

@@ -10,8 +10,19 @@ use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 #[derive(Clone)]
 pub struct Io {
     handle: Handle,
-    /// The runtime, when this `Io` built it (`None`: borrowed from a caller's runtime).
-    _owned: Option<Arc<Runtime>>,
+    _owned: Arc<Owned>,
+}
+
+/// The runtime, shut down in the background when the last [`Io`] goes: dropping a
+/// runtime inside async code would panic.
+struct Owned(Option<Runtime>);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for Io {
@@ -30,15 +41,7 @@ impl Io {
             .build()?;
         Ok(Io {
             handle: rt.handle().clone(),
-            _owned: Some(Arc::new(rt)),
-        })
-    }
-
-    /// The runtime of the calling task (for code that already runs inside one).
-    pub fn current() -> Option<Io> {
-        Handle::try_current().ok().map(|handle| Io {
-            handle,
-            _owned: None,
+            _owned: Arc::new(Owned(Some(rt))),
         })
     }
 
@@ -92,5 +95,10 @@ mod tests {
             .handle()
             .block_on(async move { tokio::spawn(async move { io3.block_on(async { 3 }) }).await });
         assert_eq!(got.unwrap(), 3);
+        // The last clone dropped inside async code does not panic.
+        let outer = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        outer.block_on(async move { drop(io) });
     }
 }

@@ -1,7 +1,7 @@
 //! Retrying whole store operations.
 //!
 //! `object_store` already retries each HTTP request (connection refused, throttling,
-//! 5xx) for up to three minutes; what reaches us after that is an error of the
+//! 5xx) for up to a minute; what reaches us after that is an error of the
 //! operation. The idempotent operations of the lake and the checkpoint store (get,
 //! head, list, delete, copy) are retried once more as a whole, with jittered
 //! exponential backoff from `backon`, so that a store that comes back after a longer
@@ -22,7 +22,9 @@ pub fn is_transient(e: &object_store::Error) -> bool {
 }
 
 /// Runs `op` until it succeeds, fails with an answer, or has failed transiently
-/// `times` times more (with backoff from 0.5 s up to 10 s between attempts).
+/// three times more (with backoff from 0.5 s up to 10 s between attempts): with
+/// object_store's own retries, an outage of about four minutes is ridden out, and a
+/// wrong endpoint fails within that.
 pub async fn retrying<T, F, Fut>(what: &str, op: F) -> object_store::Result<T>
 where
     F: FnMut() -> Fut,
@@ -32,7 +34,7 @@ where
         ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))
             .with_max_delay(Duration::from_secs(10))
-            .with_max_times(6)
+            .with_max_times(3)
             .with_jitter(),
     )
     .when(is_transient)

@@ -38,7 +38,7 @@ pub enum StoreError {
 /// credentials), `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` for another server
 /// (plain `http://` is allowed for such an endpoint). Requests are retried on
 /// connection failures, throttling (429/503) and other 5xx answers with exponential
-/// backoff for up to three minutes.
+/// backoff for up to a minute.
 pub fn s3_settings(bucket: &str) -> AmazonS3Builder {
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
     let endpoint = [AmazonS3ConfigKey::S3Endpoint, AmazonS3ConfigKey::Endpoint]
@@ -56,8 +56,8 @@ pub fn s3_settings(bucket: &str) -> AmazonS3Builder {
             max_backoff: Duration::from_secs(10),
             base: 2.0,
         },
-        max_retries: 15,
-        retry_timeout: Duration::from_secs(180),
+        max_retries: 10,
+        retry_timeout: Duration::from_secs(60),
     })
 }
 

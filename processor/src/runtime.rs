@@ -91,6 +91,9 @@ pub struct Progress {
     pub epochs: u64,
     /// Time since the start.
     pub elapsed: Duration,
+    /// How far the source's slowest partition was behind its newest record at its last
+    /// read (Kinesis' `MillisBehindLatest`), when the source knows.
+    pub behind_ms: Option<i64>,
 }
 
 /// What a finished run did.
@@ -525,6 +528,7 @@ struct SourceView {
     statuses: BTreeMap<u32, PartitionStatus>,
     positions: Positions,
     cursor: u32,
+    behind_ms: Option<i64>,
 }
 
 impl SourceView {
@@ -533,6 +537,7 @@ impl SourceView {
             statuses: source.statuses(),
             positions: source.positions(),
             cursor: source.cursor(),
+            behind_ms: source.behind_ms(),
         }
     }
 }
@@ -733,7 +738,7 @@ impl<'a> Driver<'a> {
         }
     }
 
-    fn progress(&self, pipeline: &Pipeline, epochs: u64) -> Progress {
+    fn progress(&self, pipeline: &Pipeline, epochs: u64, at: &SourceView) -> Progress {
         let mut counters = pipeline.counters();
         counters += self.finished;
         Progress {
@@ -742,6 +747,7 @@ impl<'a> Driver<'a> {
             state_entries: pipeline.state_entries(),
             epochs,
             elapsed: self.started.elapsed(),
+            behind_ms: at.behind_ms,
         }
     }
 
@@ -885,7 +891,7 @@ impl<'a> Driver<'a> {
                 self.close_epoch(at, pipeline, &reader.committed)?;
             }
             if last_progress.elapsed() >= Duration::from_millis(200) {
-                progress(&self.progress(pipeline, self.epoch - first_epoch));
+                progress(&self.progress(pipeline, self.epoch - first_epoch, at));
                 last_progress = Instant::now();
             }
         }
@@ -900,7 +906,7 @@ impl<'a> Driver<'a> {
             member.give_up(&held, pipeline, &at.positions, ended)?;
         }
         let epochs = self.epoch - first_epoch;
-        progress(&self.progress(pipeline, epochs));
+        progress(&self.progress(pipeline, epochs, at));
         self.sink.close()?;
         Ok(RunReport {
             counters,

@@ -195,6 +195,18 @@ fn generate_to_kinesis_then_process_into_s3_equals_the_file_answer() {
         "SELECT DISTINCT split_part(position, ':', 1) FROM raw_events ORDER BY 1",
     );
     assert_eq!(shards.lines().skip(1).collect::<Vec<_>>(), ["0", "1", "2"]);
+    // `replay` reads it too: every raw event, in event-time order.
+    let replayed = dir.path().join("replayed.jsonl");
+    ok(&[
+        "replay",
+        "--lake",
+        &lake,
+        "--to",
+        &format!("file:{}", replayed.display()),
+    ]);
+    let replayed = std::fs::read_to_string(&replayed).unwrap();
+    let raw = want["accepted"].as_u64().unwrap() + want["late"].as_u64().unwrap();
+    assert_eq!(replayed.lines().count() as u64, raw);
     // Run again: nothing new, and the same summary (the checkpoint is on S3).
     let again = ok(&process_args(&url, &lake));
     assert_eq!(summary(&again), want);
@@ -395,6 +407,119 @@ fn an_s3_outage_mid_run_costs_nothing() {
     proxy.down.store(false, Ordering::SeqCst);
     let o = finish(child, 300, "the run through the outage");
     assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(summary(&o), want);
+    assert_same_tables(&tables(Path::new(&lake)), &want_tables, &[]);
+}
+
+/// Raw rows in `lake` (0 before the first publish).
+fn raw_rows(lake: &str) -> u64 {
+    let o = crate::run(&[
+        "query",
+        "--lake",
+        lake,
+        "--format",
+        "csv",
+        "SELECT count(*) FROM raw_events",
+    ]);
+    stdout(&o)
+        .lines()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_split_and_a_merge_while_process_follows_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let to = format!("file:{}", input.display());
+    let mut args = vec!["generate", "--to", &to, "--orders", "300", "--seed", "53"];
+    args.extend(crate::kafka::KNOBS);
+    ok(&args);
+    let (want, want_tables) = reference(dir.path(), "300", "53");
+    let raw_total = want["accepted"].as_u64().unwrap() + want["late"].as_u64().unwrap();
+    let text = std::fs::read_to_string(&input).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let third = lines.len() / 3;
+
+    let kinesis = Kinesis::new();
+    let stream = unique("live");
+    kinesis
+        .rt
+        .block_on(
+            kinesis
+                .client
+                .create_stream()
+                .stream_name(&stream)
+                .shard_count(2)
+                .send(),
+        )
+        .unwrap();
+    kinesis.wait_active(&stream);
+    let url = format!("kinesis://{stream}");
+    let lake = s3_lake("live");
+    // Follows the stream (no --until-end) while it is resharded under it.
+    let follower = spawn(&[
+        "process",
+        "--from",
+        &url,
+        "--lake",
+        &lake,
+        "--quiet",
+        "--checkpoint-interval",
+        "200ms",
+    ]);
+    kinesis.put(&stream, &lines[..third]);
+    let (id, lo, hi) = kinesis.open_shards(&stream)[1].clone();
+    kinesis
+        .rt
+        .block_on(
+            kinesis
+                .client
+                .split_shard()
+                .stream_name(&stream)
+                .shard_to_split(&id)
+                .new_starting_hash_key((lo + (hi - lo) / 3).to_string())
+                .send(),
+        )
+        .unwrap();
+    kinesis.wait_active(&stream);
+    kinesis.put(&stream, &lines[third..2 * third]);
+    let mut open = kinesis.open_shards(&stream);
+    open.sort_by_key(|s| s.1);
+    let pair = open
+        .windows(2)
+        .find(|w| w[0].2 + 1 == w[1].1)
+        .expect("adjacent shards");
+    kinesis
+        .rt
+        .block_on(
+            kinesis
+                .client
+                .merge_shards()
+                .stream_name(&stream)
+                .shard_to_merge(&pair[0].0)
+                .adjacent_shard_to_merge(&pair[1].0)
+                .send(),
+        )
+        .unwrap();
+    kinesis.wait_active(&stream);
+    kinesis.put(&stream, &lines[2 * third..]);
+    // Every record reaches the lake while it follows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while raw_rows(&lake) < raw_total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower did not read every record: {} of {raw_total}",
+            raw_rows(&lake)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    crate::signal(&follower, "-TERM");
+    let o = finish(follower, 60, "the follower after SIGTERM");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A bounded run from its checkpoint flushes the windows still open.
+    let o = ok(&process_args(&url, &lake));
     assert_eq!(summary(&o), want);
     assert_same_tables(&tables(Path::new(&lake)), &want_tables, &[]);
 }

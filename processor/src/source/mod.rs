@@ -337,6 +337,12 @@ pub trait Source: Send {
     /// over is. Reopening the source there resumes without loss or repetition.
     fn positions(&self) -> Positions;
 
+    /// How far its slowest partition was behind the newest record at its last read
+    /// (Kinesis' `MillisBehindLatest`), for progress displays; `None` when unknown.
+    fn behind_ms(&self) -> Option<i64> {
+        None
+    }
+
     /// Which partition's turn is next, so a resumed source interleaves its partitions
     /// exactly as an uninterrupted one would.
     fn cursor(&self) -> u32 {

@@ -21,7 +21,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use backon::{BackoffBuilder, ExponentialBuilder};
-use rushhour_cloud::Io;
+use rushhour_cloud::{Io, describe};
 
 use super::EventSink;
 use crate::ProducerError;
@@ -192,16 +192,6 @@ fn backoff() -> impl Iterator<Item = Duration> {
         .with_max_times(MAX_RETRIES)
         .with_jitter()
         .build()
-}
-
-/// An SDK error with its code and message.
-fn describe(e: &impl aws_sdk_kinesis::error::ProvideErrorMetadata) -> String {
-    match (e.code(), e.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => "no answer from the service (is AWS_ENDPOINT_URL_KINESIS or the region right?)"
-            .to_owned(),
-    }
 }
 
 /// Checks that `stream` exists, creating it with `create` shards when missing, and

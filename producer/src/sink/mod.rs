@@ -384,14 +384,6 @@ mod tests {
     }
 
     #[test]
-    fn kinesis_is_not_there_yet() {
-        let kinesis: Endpoint = "kinesis://events".parse().unwrap();
-        let err = open_sink(&kinesis, &SinkOptions::default()).err().unwrap();
-        assert!(matches!(err, ProducerError::Unsupported(_)));
-        assert!(err.to_string().contains("log:DIR or file:PATH"), "{err}");
-    }
-
-    #[test]
     fn errors_name_the_sink() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("no/such/dir/out.jsonl");
