@@ -51,12 +51,14 @@ pub fn s3_settings(bucket: &str) -> AmazonS3Builder {
         }
     }
     builder.with_retry(RetryConfig {
+        // Jittered (each wait is drawn between the first and twice the last), so the
+        // count, not the cap, is what carries a request through an outage of seconds.
         backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(10),
+            init_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
             base: 2.0,
         },
-        max_retries: 10,
+        max_retries: 25,
         retry_timeout: Duration::from_secs(60),
     })
 }
