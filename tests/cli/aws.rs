@@ -17,7 +17,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 
 use crate::kafka::{assert_same_tables, finish, generate, reference, tables};
-use crate::recovery::delays;
+use crate::recovery::{delays, process_args};
 use crate::{bin, ok, spawn, stderr, stdout, summary};
 
 fn s3_endpoint() -> String {
@@ -54,20 +54,6 @@ fn s3_lake(test: &str) -> String {
     let bucket: String = bucket.chars().take(63).collect();
     create_bucket(&s3_endpoint(), &bucket);
     format!("s3://{bucket}/lake")
-}
-
-fn process_args<'a>(from: &'a str, lake: &'a str) -> Vec<&'a str> {
-    vec![
-        "process",
-        "--from",
-        from,
-        "--lake",
-        lake,
-        "--until-end",
-        "--quiet",
-        "--checkpoint-interval",
-        "200ms",
-    ]
 }
 
 /// A Kinesis client on the environment's settings, with its runtime.
@@ -131,6 +117,48 @@ impl Kinesis {
                 )
             })
             .collect()
+    }
+
+    /// Creates `stream` with `shards` shards and waits until it is active.
+    fn create(&self, stream: &str, shards: i32) {
+        let call = self
+            .client
+            .create_stream()
+            .stream_name(stream)
+            .shard_count(shards);
+        self.rt.block_on(call.send()).unwrap();
+        self.wait_active(stream);
+    }
+
+    /// Splits the `index`-th open shard at `num/den` of its hash range.
+    fn split(&self, stream: &str, index: usize, (num, den): (u128, u128)) {
+        let (id, lo, hi) = self.open_shards(stream)[index].clone();
+        let call = self
+            .client
+            .split_shard()
+            .stream_name(stream)
+            .shard_to_split(&id)
+            .new_starting_hash_key((lo + (hi - lo) / den * num).to_string());
+        self.rt.block_on(call.send()).unwrap();
+        self.wait_active(stream);
+    }
+
+    /// Merges the first two adjacent open shards.
+    fn merge(&self, stream: &str) {
+        let mut open = self.open_shards(stream);
+        open.sort_by_key(|s| s.1);
+        let pair = open
+            .windows(2)
+            .find(|w| w[0].2 + 1 == w[1].1)
+            .expect("adjacent shards");
+        let call = self
+            .client
+            .merge_shards()
+            .stream_name(stream)
+            .shard_to_merge(&pair[0].0)
+            .adjacent_shard_to_merge(&pair[1].0);
+        self.rt.block_on(call.send()).unwrap();
+        self.wait_active(stream);
     }
 
     /// Writes `lines` keyed per the contract, 500 a call, in order.
@@ -236,55 +264,12 @@ fn a_split_and_a_merge_then_sigkills_keep_order_and_exactness() {
 
     let kinesis = Kinesis::new();
     let stream = unique("reshard");
-    kinesis
-        .rt
-        .block_on(
-            kinesis
-                .client
-                .create_stream()
-                .stream_name(&stream)
-                .shard_count(2)
-                .send(),
-        )
-        .unwrap();
-    kinesis.wait_active(&stream);
+    kinesis.create(&stream, 2);
     kinesis.put(&stream, &lines[..third]);
-    // Split the first shard in the middle of its hash range.
-    let (id, lo, hi) = kinesis.open_shards(&stream)[0].clone();
-    kinesis
-        .rt
-        .block_on(
-            kinesis
-                .client
-                .split_shard()
-                .stream_name(&stream)
-                .shard_to_split(&id)
-                .new_starting_hash_key((lo + (hi - lo) / 2).to_string())
-                .send(),
-        )
-        .unwrap();
-    kinesis.wait_active(&stream);
+    // Split the first shard in the middle of its hash range, then merge two.
+    kinesis.split(&stream, 0, (1, 2));
     kinesis.put(&stream, &lines[third..2 * third]);
-    // Merge two adjacent open shards.
-    let mut open = kinesis.open_shards(&stream);
-    open.sort_by_key(|s| s.1);
-    let pair = open
-        .windows(2)
-        .find(|w| w[0].2 + 1 == w[1].1)
-        .expect("adjacent shards");
-    kinesis
-        .rt
-        .block_on(
-            kinesis
-                .client
-                .merge_shards()
-                .stream_name(&stream)
-                .shard_to_merge(&pair[0].0)
-                .adjacent_shard_to_merge(&pair[1].0)
-                .send(),
-        )
-        .unwrap();
-    kinesis.wait_active(&stream);
+    kinesis.merge(&stream);
     kinesis.put(&stream, &lines[2 * third..]);
 
     let url = format!("kinesis://{stream}");
@@ -388,8 +373,7 @@ fn an_s3_outage_mid_run_costs_nothing() {
     let endpoint = s3_endpoint();
     let proxy = FlakyProxy::start(endpoint.trim_start_matches("http://").to_owned());
     let from = format!("file:{}", input.display());
-    let mut args = process_args(&from, &lake);
-    *args.last_mut().unwrap() = "50ms";
+    let args = process_args(&from, &lake);
     let child = bin()
         .args(&args)
         .env(
@@ -444,18 +428,7 @@ fn a_split_and_a_merge_while_process_follows_the_stream() {
 
     let kinesis = Kinesis::new();
     let stream = unique("live");
-    kinesis
-        .rt
-        .block_on(
-            kinesis
-                .client
-                .create_stream()
-                .stream_name(&stream)
-                .shard_count(2)
-                .send(),
-        )
-        .unwrap();
-    kinesis.wait_active(&stream);
+    kinesis.create(&stream, 2);
     let url = format!("kinesis://{stream}");
     let lake = s3_lake("live");
     // Follows the stream (no --until-end) while it is resharded under it.
@@ -467,43 +440,12 @@ fn a_split_and_a_merge_while_process_follows_the_stream() {
         &lake,
         "--quiet",
         "--checkpoint-interval",
-        "200ms",
+        "100ms",
     ]);
     kinesis.put(&stream, &lines[..third]);
-    let (id, lo, hi) = kinesis.open_shards(&stream)[1].clone();
-    kinesis
-        .rt
-        .block_on(
-            kinesis
-                .client
-                .split_shard()
-                .stream_name(&stream)
-                .shard_to_split(&id)
-                .new_starting_hash_key((lo + (hi - lo) / 3).to_string())
-                .send(),
-        )
-        .unwrap();
-    kinesis.wait_active(&stream);
+    kinesis.split(&stream, 1, (1, 3));
     kinesis.put(&stream, &lines[third..2 * third]);
-    let mut open = kinesis.open_shards(&stream);
-    open.sort_by_key(|s| s.1);
-    let pair = open
-        .windows(2)
-        .find(|w| w[0].2 + 1 == w[1].1)
-        .expect("adjacent shards");
-    kinesis
-        .rt
-        .block_on(
-            kinesis
-                .client
-                .merge_shards()
-                .stream_name(&stream)
-                .shard_to_merge(&pair[0].0)
-                .adjacent_shard_to_merge(&pair[1].0)
-                .send(),
-        )
-        .unwrap();
-    kinesis.wait_active(&stream);
+    kinesis.merge(&stream);
     kinesis.put(&stream, &lines[2 * third..]);
     // Every record reaches the lake while it follows.
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
