@@ -296,8 +296,9 @@ fn a_split_and_a_merge_then_sigkills_keep_order_and_exactness() {
     );
 }
 
-/// A TCP proxy to `target` that can refuse every connection for a while (the server
-/// "down"): open connections are cut and new ones refused until it is up again.
+/// A TCP proxy to `target` that can go down for a while, as a stopped server does:
+/// open connections are cut and new ones refused (the port is closed) until it is up
+/// again on the same port.
 struct FlakyProxy {
     port: u16,
     down: Arc<AtomicBool>,
@@ -305,58 +306,81 @@ struct FlakyProxy {
 
 impl FlakyProxy {
     fn start(target: String) -> FlakyProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
         let down = Arc::new(AtomicBool::new(false));
         let flag = down.clone();
         std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(client) = conn else { continue };
-                if flag.load(Ordering::SeqCst) {
-                    let _ = client.shutdown(std::net::Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&target) else {
-                    continue;
-                };
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    let flag = flag.clone();
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 << 10];
-                        loop {
-                            if flag.load(Ordering::SeqCst) {
-                                let _ = from.shutdown(std::net::Shutdown::Both);
-                                let _ = to.shutdown(std::net::Shutdown::Both);
-                                return;
-                            }
-                            let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
-                            match from.read(&mut buf) {
-                                Ok(0) => {
-                                    let _ = to.shutdown(std::net::Shutdown::Write);
-                                    return;
-                                }
-                                Ok(n) => {
-                                    if to.write_all(&buf[..n]).is_err() {
-                                        return;
-                                    }
-                                }
-                                Err(e)
-                                    if matches!(
-                                        e.kind(),
-                                        std::io::ErrorKind::WouldBlock
-                                            | std::io::ErrorKind::TimedOut
-                                    ) => {}
-                                Err(_) => return,
-                            }
+            let mut listener = Some(first);
+            loop {
+                let open = listener.get_or_insert_with(|| {
+                    loop {
+                        match TcpListener::bind(("127.0.0.1", port)) {
+                            Ok(l) => break l,
+                            Err(_) => std::thread::sleep(Duration::from_millis(20)),
                         }
-                    });
+                    }
+                });
+                open.set_nonblocking(true).unwrap();
+                while !flag.load(Ordering::SeqCst) {
+                    match open.accept() {
+                        Ok((client, _)) => {
+                            client.set_nonblocking(false).unwrap();
+                            pump(client, &target, &flag);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+                // Down: the port is closed until the flag is lowered.
+                listener = None;
+                while flag.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
                 }
             }
         });
         FlakyProxy { port, down }
+    }
+}
+
+/// Copies bytes both ways between `client` and a new connection to `target`, until
+/// either side closes or `down` is raised (then both are cut).
+fn pump(client: TcpStream, target: &str, down: &Arc<AtomicBool>) {
+    let Ok(server) = TcpStream::connect(target) else {
+        return;
+    };
+    for (mut from, mut to) in [
+        (client.try_clone().unwrap(), server.try_clone().unwrap()),
+        (server, client),
+    ] {
+        let down = down.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16 << 10];
+            let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+            loop {
+                if down.load(Ordering::SeqCst) {
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                match from.read(&mut buf) {
+                    Ok(0) => {
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                        return;
+                    }
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+        });
     }
 }
 
