@@ -3,7 +3,7 @@
 //! `object_store` already retries each HTTP request (connection refused, throttling,
 //! 5xx) for up to a minute; what reaches us after that is an error of the
 //! operation. The idempotent operations of the lake and the checkpoint store (get,
-//! head, list, delete, copy) are retried once more as a whole, with jittered
+//! head, list, delete, copy, the upload of a complete file) are retried as a whole, with jittered
 //! exponential backoff from `backon`, so that a store that comes back after a longer
 //! outage costs a pause, not the run.
 
@@ -22,9 +22,11 @@ pub fn is_transient(e: &object_store::Error) -> bool {
 }
 
 /// Runs `op` until it succeeds, fails with an answer, or has failed transiently
-/// three times more (with backoff from 0.5 s up to 10 s between attempts): with
-/// object_store's own retries, an outage of about four minutes is ridden out, and a
-/// wrong endpoint fails within that.
+/// five times more (with jittered backoff from 0.5 s up to 10 s between attempts):
+/// with object_store's own retries (a minute each), an outage of about six minutes is
+/// ridden out, and a wrong endpoint fails within that; faults object_store does not
+/// retry (a connection dropped after the request was sent) are ridden out for about
+/// 15 s.
 pub async fn retrying<T, F, Fut>(what: &str, op: F) -> object_store::Result<T>
 where
     F: FnMut() -> Fut,
@@ -34,7 +36,7 @@ where
         ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))
             .with_max_delay(Duration::from_secs(10))
-            .with_max_times(3)
+            .with_max_times(5)
             .with_jitter(),
     )
     .when(is_transient)

@@ -2,8 +2,9 @@
 //! and then published, so that readers never see a partial or uncommitted file.
 //!
 //! Everything goes through `object_store`, with no local-only shortcut: a file is
-//! streamed (multipart) to `_staging/<pipeline>/g<generation>/…` and, once complete and committed, moved
-//! to its place under `raw/` or `curated/` with one `rename` — an atomic rename on a
+//! encoded into a spool and, once complete, uploaded to
+//! `_staging/<pipeline>/g<generation>/…` (one `PUT`, or multipart when large; retried
+//! as a whole, see [`upload`]) and, once committed, moved to its place under `raw/` or `curated/` with one `rename` — an atomic rename on a
 //! local disk, a server-side copy then delete on S3, where an object appears whole or
 //! not at all. Publishing tolerates being repeated, which is what lets a restarted
 //! process finish a half-done publish.
@@ -17,14 +18,14 @@
 
 mod checkpoints;
 mod lake;
+mod upload;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
@@ -32,6 +33,8 @@ use rushhour_cloud::retrying;
 use rushhour_processor::sink::Stale;
 use rushhour_processor::{BoxError, LakeSink, StagedFile, TableBatch};
 use rushhour_schemas::Table;
+use tempfile::SpooledTempFile;
+use upload::{Spooled, upload};
 
 pub use checkpoints::{CHECKPOINTS_DIR, ObjectCheckpointStore};
 pub use lake::{Lake, LakeError};
@@ -47,6 +50,15 @@ pub enum SinkError {
         /// The underlying error.
         #[source]
         source: parquet::errors::ParquetError,
+    },
+    /// A file could not be spooled (memory, or a temporary file past 32 MiB).
+    #[error("spooling {path}: {source}")]
+    Spool {
+        /// The staged file.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
     },
     /// The object store failed.
     #[error("lake {op} {path}: {source}")]
@@ -92,6 +104,9 @@ pub struct SinkOptions {
     pub target_file_bytes: usize,
     /// zstd level.
     pub zstd_level: i32,
+    /// Bytes of a file kept in memory until it is uploaded; a larger file spills to a
+    /// temporary file (see [`upload`]).
+    pub spool_in_memory: usize,
 }
 
 impl Default for SinkOptions {
@@ -100,12 +115,13 @@ impl Default for SinkOptions {
             row_group_rows: 512 * 1024,
             target_file_bytes: 256 << 20,
             zstd_level: 1,
+            spool_in_memory: upload::SPOOL_IN_MEMORY,
         }
     }
 }
 
 struct OpenFile {
-    writer: AsyncArrowWriter<BufWriter>,
+    writer: ArrowWriter<SpooledTempFile>,
     staged: Path,
     target: Path,
     table: Table,
@@ -169,23 +185,50 @@ impl ParquetSink {
         self.lake.store()
     }
 
-    /// Completes files in staging, all at once: their last row groups are encoded and
-    /// their uploads finished in parallel on the I/O runtime.
+    /// Completes files in staging: their last row groups are encoded, then all of them
+    /// are uploaded in parallel on the I/O runtime.
     fn close_files(&mut self, files: Vec<OpenFile>) -> Result<(), SinkError> {
-        let store = self.store();
-        let done = self.lake.io().block_on(futures::future::join_all(
-            files.into_iter().map(|f| finish_file(f, store.clone())),
-        ));
-        for file in done {
-            let (table, staged, target, rows, bytes) = file?;
-            self.closed.push(StagedFile {
-                table,
-                staged: self.lake.relative(&staged),
-                target: self.lake.relative(&target),
-                rows,
-                bytes,
-            });
+        let mut done = Vec::with_capacity(files.len());
+        for file in files {
+            let path = || file.staged.to_string();
+            let spool = file
+                .writer
+                .into_inner()
+                .map_err(|source| SinkError::Parquet {
+                    path: path(),
+                    source,
+                })?;
+            let data = Spooled::new(spool.into_inner()).map_err(|source| SinkError::Spool {
+                path: path(),
+                source,
+            })?;
+            done.push((
+                StagedFile {
+                    table: file.table,
+                    staged: self.lake.relative(&file.staged),
+                    target: self.lake.relative(&file.target),
+                    rows: file.rows,
+                    bytes: data.len(),
+                },
+                file.staged,
+                data,
+            ));
         }
+        let store = self.store();
+        let uploads = done.iter().map(|(_, path, data)| async {
+            upload(store.as_ref(), path, data)
+                .await
+                .map_err(|source| SinkError::Store {
+                    op: "upload",
+                    path: path.to_string(),
+                    source,
+                })
+        });
+        for result in self.lake.io().block_on(futures::future::join_all(uploads)) {
+            result?;
+        }
+        self.closed
+            .extend(done.into_iter().map(|(file, _, _)| file));
         Ok(())
     }
 
@@ -208,13 +251,15 @@ impl ParquetSink {
                 .lake
                 .path(&format!("{}/{dir}/{name}", self.staging_dir()));
             let target = self.lake.path(&format!("{dir}/{name}"));
-            let out = BufWriter::new(self.store(), staged.clone());
-            let writer =
-                AsyncArrowWriter::try_new(out, batch.table.schema(), Some(self.props.clone()))
-                    .map_err(|source| SinkError::Parquet {
-                        path: staged.to_string(),
-                        source,
-                    })?;
+            let writer = ArrowWriter::try_new(
+                upload::spool(self.opts.spool_in_memory),
+                batch.table.schema(),
+                Some(self.props.clone()),
+            )
+            .map_err(|source| SinkError::Parquet {
+                path: staged.to_string(),
+                source,
+            })?;
             self.open.insert(
                 key.clone(),
                 OpenFile {
@@ -230,9 +275,8 @@ impl ParquetSink {
             return Ok(());
         };
         let rows = batch.batch.num_rows() as u64;
-        self.lake
-            .io()
-            .block_on(file.writer.write(&batch.batch))
+        file.writer
+            .write(&batch.batch)
             .map_err(|source| SinkError::Parquet {
                 path: file.staged.to_string(),
                 source,
@@ -430,34 +474,6 @@ impl ParquetSink {
 
 /// Object-store requests a sink keeps in flight at once when it publishes.
 const PARALLEL_REQUESTS: usize = 16;
-
-/// Completes one file: flushes its last row group, finishes its upload, and reads its
-/// size back from the store.
-async fn finish_file(
-    file: OpenFile,
-    store: Arc<dyn ObjectStore>,
-) -> Result<(Table, Path, Path, u64, u64), SinkError> {
-    let OpenFile {
-        writer,
-        staged,
-        target,
-        table,
-        rows,
-    } = file;
-    writer.close().await.map_err(|source| SinkError::Parquet {
-        path: staged.to_string(),
-        source,
-    })?;
-    let bytes = retrying("reading the lake", || store.head(&staged))
-        .await
-        .map_err(|source| SinkError::Store {
-            op: "stat",
-            path: staged.to_string(),
-            source,
-        })?
-        .size;
-    Ok((table, staged, target, rows, bytes))
-}
 
 /// Moves one staged file to its target (a rename on a local disk, copy then delete on
 /// S3). A staged file that is gone was moved by an earlier attempt if its target is

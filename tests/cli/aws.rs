@@ -10,11 +10,15 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+
+use rushhour_processor::{LakeSink, StagedFile, TableBatch};
+use rushhour_schemas::{DeadLetterBuilder, Provenance, Table};
+use rushhour_sink::{Lake, ParquetSink, SinkOptions};
 
 use crate::kafka::{assert_same_tables, finish, generate, reference, tables};
 use crate::recovery::{delays, process_args};
@@ -296,20 +300,29 @@ fn a_split_and_a_merge_then_sigkills_keep_order_and_exactness() {
     );
 }
 
-/// A TCP proxy to `target` that can go down for a while, as a stopped server does:
-/// open connections are cut and new ones refused (the port is closed) until it is up
-/// again on the same port.
+/// A TCP proxy to `target` that can fail as S3 endpoints do: go down for a while as a
+/// stopped server does (open connections cut, new ones refused: the port is closed),
+/// or keep accepting connections and drop each once its request is in (the fault
+/// object_store does not retry by itself).
 struct FlakyProxy {
     port: u16,
-    down: Arc<AtomicBool>,
+    mode: Arc<AtomicU8>,
+    /// Connections accepted and dropped so far.
+    dropped: Arc<AtomicU64>,
 }
+
+/// [`FlakyProxy`] modes.
+const UP: u8 = 0;
+const DOWN: u8 = 1;
+const DROPPING: u8 = 2;
 
 impl FlakyProxy {
     fn start(target: String) -> FlakyProxy {
         let first = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = first.local_addr().unwrap().port();
-        let down = Arc::new(AtomicBool::new(false));
-        let flag = down.clone();
+        let mode = Arc::new(AtomicU8::new(UP));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (flag, count) = (mode.clone(), dropped.clone());
         std::thread::spawn(move || {
             let mut listener = Some(first);
             loop {
@@ -322,29 +335,50 @@ impl FlakyProxy {
                     }
                 });
                 open.set_nonblocking(true).unwrap();
-                while !flag.load(Ordering::SeqCst) {
+                while flag.load(Ordering::SeqCst) != DOWN {
                     match open.accept() {
-                        Ok((client, _)) => {
+                        Ok((client, _)) if flag.load(Ordering::SeqCst) == UP => {
                             client.set_nonblocking(false).unwrap();
                             pump(client, &target, &flag);
+                        }
+                        Ok((client, _)) => {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            std::thread::spawn(move || drop_after_request(client));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }
                 }
-                // Down: the port is closed until the flag is lowered.
+                // Down: the port is closed until the mode changes.
                 listener = None;
-                while flag.load(Ordering::SeqCst) {
+                while flag.load(Ordering::SeqCst) == DOWN {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
         });
-        FlakyProxy { port, down }
+        FlakyProxy {
+            port,
+            mode,
+            dropped,
+        }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
     }
 }
 
+/// Reads what the client sends first (its request, or the start of it) and closes
+/// the connection without an answer.
+fn drop_after_request(mut client: TcpStream) {
+    let _ = client.set_nonblocking(false);
+    let _ = client.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 64 << 10];
+    let _ = client.read(&mut buf);
+}
+
 /// Copies bytes both ways between `client` and a new connection to `target`, until
-/// either side closes or `down` is raised (then both are cut).
-fn pump(client: TcpStream, target: &str, down: &Arc<AtomicBool>) {
+/// either side closes or `mode` leaves [`UP`] (then both are cut).
+fn pump(client: TcpStream, target: &str, mode: &Arc<AtomicU8>) {
     let Ok(server) = TcpStream::connect(target) else {
         return;
     };
@@ -352,12 +386,12 @@ fn pump(client: TcpStream, target: &str, down: &Arc<AtomicBool>) {
         (client.try_clone().unwrap(), server.try_clone().unwrap()),
         (server, client),
     ] {
-        let down = down.clone();
+        let mode = mode.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 16 << 10];
             let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
             loop {
-                if down.load(Ordering::SeqCst) {
+                if mode.load(Ordering::SeqCst) != UP {
                     let _ = from.shutdown(std::net::Shutdown::Both);
                     let _ = to.shutdown(std::net::Shutdown::Both);
                     return;
@@ -385,7 +419,7 @@ fn pump(client: TcpStream, target: &str, down: &Arc<AtomicBool>) {
 }
 
 #[test]
-fn an_s3_outage_mid_run_costs_nothing() {
+fn s3_faults_mid_run_cost_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     let to = format!("file:{}", input.display());
@@ -408,11 +442,25 @@ fn an_s3_outage_mid_run_costs_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Down for three seconds while it commits.
+    // Mid-run: three seconds of connections accepted and dropped, a second up, then
+    // three seconds down.
     std::thread::sleep(Duration::from_millis(300));
-    proxy.down.store(true, Ordering::SeqCst);
+    proxy.set(DROPPING);
     std::thread::sleep(Duration::from_secs(3));
-    proxy.down.store(false, Ordering::SeqCst);
+    proxy.set(UP);
+    std::thread::sleep(Duration::from_secs(1));
+    proxy.set(DOWN);
+    std::thread::sleep(Duration::from_secs(3));
+    proxy.set(UP);
+    let mut child = child;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before the faults were over: make it longer"
+    );
+    assert!(
+        proxy.dropped.load(Ordering::SeqCst) > 0,
+        "no connection was dropped"
+    );
     let o = finish(child, 300, "the run through the outage");
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(summary(&o), want);
@@ -488,4 +536,70 @@ fn a_split_and_a_merge_while_process_follows_the_stream() {
     let o = ok(&process_args(&url, &lake));
     assert_eq!(summary(&o), want);
     assert_same_tables(&tables(Path::new(&lake)), &want_tables, &[]);
+}
+
+/// Writes one dead-letter file of `rows` rows of 2,000 hard-to-compress bytes each,
+/// with a sink that spills past 1 MiB, and publishes it. Returns the file and its
+/// bytes of `raw_bytes`.
+fn write_large_file(lake: &str, rows: usize) -> (StagedFile, usize) {
+    let io = rushhour_cloud::Io::new(1).unwrap();
+    let lake = Lake::open(lake, &io).unwrap();
+    let opts = SinkOptions {
+        spool_in_memory: 1 << 20,
+        ..SinkOptions::default()
+    };
+    let mut sink = ParquetSink::new(lake, "big", 1, opts).unwrap();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut b = DeadLetterBuilder::default();
+    for i in 0..rows {
+        let raw: Vec<u8> = (0..2000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                alphabet[(x % 64) as usize]
+            })
+            .collect();
+        let position = i.to_string();
+        let provenance = Provenance {
+            source: "file:big",
+            position: &position,
+            ingest_time: 0,
+        };
+        b.append(&raw, "not JSON", provenance);
+    }
+    sink.begin_epoch(1);
+    sink.write(TableBatch {
+        table: Table::DeadLetter,
+        partition: String::new(),
+        batch: b.finish().unwrap(),
+    })
+    .unwrap();
+    let mut files = sink.prepare_commit(1).unwrap();
+    assert_eq!(files.len(), 1);
+    sink.publish(&files).unwrap();
+    (files.remove(0), rows * 2000)
+}
+
+#[test]
+fn a_file_over_the_part_size_goes_up_in_parts() {
+    let local = tempfile::tempdir().unwrap();
+    let local = local.path().display().to_string();
+    for lake in [local, s3_lake("large")] {
+        let (file, bytes) = write_large_file(&lake, 10_000);
+        // Spilled (past 1 MiB) and multipart (past 10 MiB).
+        assert!(file.bytes > 10 << 20, "{} bytes", file.bytes);
+        let o = crate::run(&[
+            "query",
+            "--lake",
+            &lake,
+            "--format",
+            "csv",
+            "SELECT count(*) AS n, sum(length(CAST(raw_bytes AS VARCHAR))) AS bytes FROM dead_letter",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let want = format!("n,bytes\n10000,{bytes}\n");
+        assert_eq!(stdout(&o), want, "{lake}");
+    }
 }
