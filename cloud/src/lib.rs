@@ -4,7 +4,7 @@
 //! - [`Io`]: the one async runtime all blocking code hands its I/O to. The processor's
 //!   threads (reader, pipeline, Parquet encoder) are plain threads; they call
 //!   [`Io::block_on`], and the runtime's own workers keep driving what was spawned in
-//!   the meantime — multipart part uploads proceed while the pipeline computes.
+//!   the meantime — an epoch's uploads and their parts proceed in parallel.
 //! - [`LakeUrl`]: the one parser of lake (and checkpoint directory) URLs, used by every
 //!   command that takes `--lake` or `--checkpoint`.
 //! - [`open_store`]: a lake URL → an `object_store` (a local directory, or S3 configured
