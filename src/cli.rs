@@ -120,17 +120,37 @@ pub enum KafkaCompression {
     None,
 }
 
-impl KafkaCompression {
-    /// The sink options of a `--partitions` and `--compression` pair.
-    pub fn sink_options(self, partitions: Option<u32>) -> rushhour_producer::SinkOptions {
+/// How `generate` and `replay` write to a stream.
+#[derive(Debug, Args)]
+pub struct StreamOutArgs {
+    /// Partitions of a stream this run creates: a new log: (default 4), a Kafka topic
+    /// or a Kinesis stream (shards) that does not exist yet (without --partitions, or
+    /// --shards, a missing topic or stream is an error).
+    #[arg(long, visible_alias = "shards", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: Option<u32>,
+    /// Compression of Kafka batches.
+    #[arg(long, value_enum, default_value_t = KafkaCompression::Lz4)]
+    pub compression: KafkaCompression,
+    /// Kinesis: at most one record per key in every PutRecords call, so that no partial
+    /// failure can reorder a key's records. Without it, calls are full until the stream
+    /// refuses something and only then one record per key for a while (the first
+    /// refused call could reorder a key; the run warns if it did). Slower for hot keys.
+    #[arg(long)]
+    pub strict_key_order: bool,
+}
+
+impl StreamOutArgs {
+    /// The producer's sink options.
+    pub fn sink_options(&self) -> rushhour_producer::SinkOptions {
         use rushhour_producer::sink::kafka::Compression;
         rushhour_producer::SinkOptions {
-            partitions,
-            compression: match self {
+            partitions: self.partitions,
+            compression: match self.compression {
                 KafkaCompression::Lz4 => Compression::Lz4,
                 KafkaCompression::Zstd => Compression::Zstd,
                 KafkaCompression::None => Compression::None,
             },
+            strict_key_order: self.strict_key_order,
             io: None,
         }
     }
@@ -156,14 +176,8 @@ pub struct GenerateArgs {
     /// Seed of the simulation: the same seed gives the same events, byte for byte.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Partitions of a stream this run creates: a new log: (default 4), a Kafka topic
-    /// or a Kinesis stream (shards) that does not exist yet (without --partitions, or
-    /// --shards, a missing topic or stream is an error).
-    #[arg(long, visible_alias = "shards", value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub partitions: Option<u32>,
-    /// Compression of Kafka batches.
-    #[arg(long, value_enum, default_value_t = KafkaCompression::Lz4)]
-    pub compression: KafkaCompression,
+    #[command(flatten)]
+    pub stream: StreamOutArgs,
     /// Simulated start time (event time of the first events).
     #[arg(long, value_parser = parse_time, default_value = "2026-11-20T11:30:00Z")]
     pub start: i64,
@@ -328,14 +342,8 @@ pub struct ReplayArgs {
     /// `max`, or a factor of event time per wall-clock time (1 = as it happened, 60 = an hour a minute).
     #[arg(long, value_parser = parse_speed, default_value = "max")]
     pub speed: Speed,
-    /// Partitions of a stream this run creates: a new log: (default 4), a Kafka topic
-    /// or a Kinesis stream (shards) that does not exist yet (without --partitions, or
-    /// --shards, a missing topic or stream is an error).
-    #[arg(long, visible_alias = "shards", value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub partitions: Option<u32>,
-    /// Compression of Kafka batches.
-    #[arg(long, value_enum, default_value_t = KafkaCompression::Lz4)]
-    pub compression: KafkaCompression,
+    #[command(flatten)]
+    pub stream: StreamOutArgs,
 }
 
 /// Output formats of `rushhour query`.

@@ -67,8 +67,11 @@ pub fn run(args: &DemoArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         rate: None,
         duration: None,
         seed: args.seed,
-        partitions: Some(4),
-        compression: crate::cli::KafkaCompression::Lz4,
+        stream: crate::cli::StreamOutArgs {
+            partitions: Some(4),
+            compression: crate::cli::KafkaCompression::Lz4,
+            strict_key_order: false,
+        },
         start,
         stores: 40,
         riders: 7000,

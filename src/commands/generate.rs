@@ -49,7 +49,7 @@ pub fn run_generate(
         rate: args.rate,
         duration: args.duration,
     };
-    let mut sink = open_sink(&args.to, &args.compression.sink_options(args.partitions))
+    let mut sink = open_sink(&args.to, &args.stream.sink_options())
         .with_context(|| format!("cannot open {}", args.to))?;
     let bar = spinner(quiet);
     let report = generate(

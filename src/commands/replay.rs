@@ -22,7 +22,7 @@ pub fn run(args: &ReplayArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     {
         anyhow::bail!("--from-time must be before --to-time");
     }
-    let mut sink = open_sink(&args.to, &args.compression.sink_options(args.partitions))
+    let mut sink = open_sink(&args.to, &args.stream.sink_options())
         .with_context(|| format!("cannot open {}", args.to))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

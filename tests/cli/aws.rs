@@ -22,7 +22,7 @@ use rushhour_sink::{Lake, ParquetSink, SinkOptions};
 
 use crate::kafka::{assert_same_tables, finish, generate, reference, tables};
 use crate::recovery::{delays, process_args};
-use crate::{bin, ok, spawn, stderr, stdout, summary};
+use crate::{bin, ok, query_json, spawn, stderr, stdout, summary};
 
 fn s3_endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL_S3")
@@ -213,7 +213,8 @@ fn generate_to_kinesis_then_process_into_s3_equals_the_file_answer() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--shards"), "{}", stderr(&o));
-    let made = generate(&url, "300", "41", &["--shards", "3"]);
+    // One record per key per call: the same stream, in the same order.
+    let made = generate(&url, "300", "41", &["--shards", "3", "--strict-key-order"]);
     assert!(made.as_str().unwrap().contains("events/s"), "{made}");
     let (want, want_tables) = reference(dir.path(), "300", "41");
     let lake = s3_lake("one");
@@ -601,5 +602,243 @@ fn a_file_over_the_part_size_goes_up_in_parts() {
         assert!(o.status.success(), "{}", stderr(&o));
         let want = format!("n,bytes\n10000,{bytes}\n");
         assert_eq!(stdout(&o), want, "{lake}");
+    }
+}
+
+/// An HTTP proxy in front of the Kinesis server that makes its first `calls`
+/// `PutRecords` calls partly fail, as a throttled stream does: it refuses the first
+/// record of every key that has several in the call, and every fourth record; the
+/// rest go to the server, and the answer merges the server's results with
+/// `ProvisionedThroughputExceededException` for the refused records.
+struct RefusingKinesis {
+    port: u16,
+    /// Records refused so far.
+    refused: Arc<AtomicU64>,
+}
+
+impl RefusingKinesis {
+    fn start(target: String, calls: u64) -> RefusingKinesis {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let refused = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(AtomicU64::new(0));
+        let count = refused.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (target, seen, count) = (target.clone(), seen.clone(), count.clone());
+                std::thread::spawn(move || {
+                    let mut server = TcpStream::connect(&target).unwrap();
+                    let mut from_client = std::io::BufReader::new(client.try_clone().unwrap());
+                    let mut from_server = std::io::BufReader::new(server.try_clone().unwrap());
+                    let mut client = client;
+                    while let Some((head, body)) = read_http(&mut from_client) {
+                        let put = head
+                            .to_ascii_lowercase()
+                            .contains("x-amz-target: kinesis_20131202.putrecords");
+                        if !put || seen.fetch_add(1, Ordering::SeqCst) >= calls {
+                            server.write_all(&with_body(&head, &body)).unwrap();
+                            let (head, body) = read_http(&mut from_server).unwrap();
+                            client.write_all(&with_body(&head, &body)).unwrap();
+                            continue;
+                        }
+                        let mut call: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        let records = call["Records"].as_array().unwrap().clone();
+                        let key =
+                            |r: &serde_json::Value| r["PartitionKey"].as_str().unwrap().to_owned();
+                        let refuse: Vec<bool> = records
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| {
+                                let repeats = records[i + 1..].iter().any(|l| key(l) == key(r));
+                                let first = !records[..i].iter().any(|e| key(e) == key(r));
+                                (repeats && first) || i % 4 == 3
+                            })
+                            .collect();
+                        let kept: Vec<_> = records
+                            .iter()
+                            .zip(&refuse)
+                            .filter(|(_, no)| !**no)
+                            .map(|(r, _)| r.clone())
+                            .collect();
+                        let mut taken = Vec::new();
+                        let mut failed = 0;
+                        if !kept.is_empty() {
+                            call["Records"] = serde_json::Value::Array(kept);
+                            let body = serde_json::to_vec(&call).unwrap();
+                            server.write_all(&with_body(&head, &body)).unwrap();
+                            let (_, answer) = read_http(&mut from_server).unwrap();
+                            let answer: serde_json::Value =
+                                serde_json::from_slice(&answer).unwrap();
+                            failed = answer["FailedRecordCount"].as_u64().unwrap_or(0);
+                            taken = answer["Records"].as_array().unwrap().clone();
+                        }
+                        let mut taken = taken.into_iter();
+                        let results: Vec<serde_json::Value> = refuse
+                            .iter()
+                            .map(|&no| {
+                                if no {
+                                    serde_json::json!({
+                                        "ErrorCode": "ProvisionedThroughputExceededException",
+                                        "ErrorMessage": "Rate exceeded for shard (injected)"
+                                    })
+                                } else {
+                                    taken.next().unwrap()
+                                }
+                            })
+                            .collect();
+                        let n = refuse.iter().filter(|no| **no).count() as u64;
+                        count.fetch_add(n, Ordering::SeqCst);
+                        let answer = serde_json::to_vec(&serde_json::json!({
+                            "FailedRecordCount": failed + n,
+                            "Records": results,
+                        }))
+                        .unwrap();
+                        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 0\r\n";
+                        client.write_all(&with_body(head, &answer)).unwrap();
+                    }
+                });
+            }
+        });
+        RefusingKinesis { port, refused }
+    }
+}
+
+/// One HTTP/1.1 message (head without its blank line, and body), read by its
+/// `Content-Length`; `None` at the end of the connection.
+fn read_http(from: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if from.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let lower = head.to_ascii_lowercase();
+    assert!(!lower.contains("transfer-encoding: chunked"), "{head}");
+    let len = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    let mut body = vec![0; len];
+    from.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
+/// `head` (without its blank line) with its `Content-Length` set for `body`, then
+/// `body`.
+fn with_body(head: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = String::new();
+    for line in head.lines() {
+        if !line.to_ascii_lowercase().starts_with("content-length:") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// The partition key of a generated event line (the contract's).
+fn contract_key(line: &str) -> String {
+    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    let field = if event["event_type"] == "rider_location" {
+        "rider_id"
+    } else {
+        "store_id"
+    };
+    event[field].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn refused_records_are_sent_again_without_loss_and_strict_order_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in.jsonl");
+    let args = ["--orders", "60", "--seed", "59"];
+    ok(&[
+        &["generate", "--to", &format!("file:{}", file.display())],
+        &args[..],
+    ]
+    .concat());
+    let lines: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let kinesis = std::env::var("AWS_ENDPOINT_URL_KINESIS")
+        .expect("AWS_ENDPOINT_URL_KINESIS: start infra/local-stack.sh kinesis");
+    for strict in [false, true] {
+        let proxy = RefusingKinesis::start(kinesis.trim_start_matches("http://").to_owned(), 6);
+        let stream = unique(if strict { "strict" } else { "calm" });
+        let url = format!("kinesis://{stream}");
+        let mut generate = vec!["generate", "--to", &url, "--shards", "2"];
+        generate.extend(args);
+        if strict {
+            generate.push("--strict-key-order");
+        }
+        let o = bin()
+            .args(&generate)
+            .env(
+                "AWS_ENDPOINT_URL_KINESIS",
+                format!("http://127.0.0.1:{}", proxy.port),
+            )
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(proxy.refused.load(Ordering::SeqCst) > 0);
+        // The first refused call of the default mode was full and the proxy refused
+        // a key's first record while taking its second: detected and reported.
+        assert_eq!(
+            stderr(&o).contains("order is broken"),
+            !strict,
+            "{}",
+            stderr(&o)
+        );
+
+        let lake = dir.path().join(&stream);
+        ok(&[
+            &["process", "--from", &url, "--lake", lake.to_str().unwrap()],
+            &["--until-end", "--quiet"][..],
+        ]
+        .concat());
+        let rows = query_json(&lake, "SELECT event_id, position FROM raw_events");
+        // Nothing lost, nothing twice.
+        assert_eq!(rows.len(), lines.len());
+        let at: std::collections::HashMap<String, (u64, u64)> = rows
+            .iter()
+            .map(|r| {
+                let (shard, n) = r["position"].as_str().unwrap().split_once(':').unwrap();
+                (
+                    r["event_id"].as_str().unwrap().to_owned(),
+                    (shard.parse().unwrap(), n.parse().unwrap()),
+                )
+            })
+            .collect();
+        assert_eq!(at.len(), lines.len());
+        // Each key's records in the stream in the order they were generated.
+        let mut last: std::collections::HashMap<String, (u64, u64)> = Default::default();
+        let mut broken = 0;
+        for line in &lines {
+            let id: serde_json::Value = serde_json::from_str(line).unwrap();
+            let here = at[id["event_id"].as_str().unwrap()];
+            if let Some(before) = last.insert(contract_key(line), here) {
+                assert_eq!(before.0, here.0, "a key on two shards");
+                broken += u64::from(before.1 > here.1);
+            }
+        }
+        if strict {
+            assert_eq!(broken, 0, "a key's records out of order");
+        } else {
+            assert!(
+                broken > 0,
+                "the default mode's first refused call reorders (the proxy makes sure)"
+            );
+        }
     }
 }

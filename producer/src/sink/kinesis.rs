@@ -7,15 +7,28 @@
 //! Records go out in arrival order, one call in flight. When the service refuses part
 //! of a call (`ProvisionedThroughputExceededException`, `InternalFailure`) the refused
 //! records go first in the next call, in their order, after a jittered exponential
-//! backoff (`backon`); accepted ones are not sent again, so nothing is duplicated. The
-//! service refuses a throttled shard's records from some point of a call on, so a key's
-//! records keep their order; should it ever accept a key's later record after refusing
-//! an earlier one of the same call, the sink counts it ([`KinesisSink::reordered`]) and
-//! warns — a reorder cannot be taken back, only reported. Order across shards is not
-//! kept and need not be: the processor keeps a watermark per shard.
+//! backoff (`backon`); accepted ones are not sent again, so nothing is duplicated.
+//!
+//! A key's order is the delicate part. `PutRecords` does not stop at a refused record:
+//! it may take a later record of the same shard (a smaller one, when the shard's byte
+//! budget is what ran out), so a call carrying two records of one key can come back
+//! with the first refused and the second taken — an order no resend can restore. The
+//! only call that cannot do that carries at most one record per key, which caps a key
+//! at one record per round trip. So the sink keeps full calls while the stream takes
+//! everything, and once it refuses anything (a partial failure or a throttled call)
+//! it turns careful for [`CAREFUL_FOR`]: a call then ends before the first record
+//! whose key is already in it (calls stay in arrival order, only shorter), which is
+//! when the stream cannot take more anyway. The one call that can break a key's order
+//! is the first refused one after a calm spell; should the service take a key's later
+//! record there after refusing an earlier one, the sink counts it
+//! ([`KinesisSink::reordered`]) and warns. [`KinesisOptions::strict_key_order`] makes
+//! every call careful: no call can reorder a key, at the price of throughput for hot
+//! keys. Order across keys is kept in both modes (calls are only cut, never
+//! reordered); order across shards need not be: the processor keeps a watermark per
+//! shard.
 
 use std::collections::{HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
@@ -38,6 +51,8 @@ pub const MAX_RECORD_BYTES: usize = 1 << 20;
 const MAX_KEY_CHARS: usize = 256;
 /// Refused calls in a row before the run fails.
 const MAX_RETRIES: usize = 30;
+/// How long after a refusal calls stay careful (one record per key).
+const CAREFUL_FOR: Duration = Duration::from_secs(10);
 
 /// How to open a Kinesis sink.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +60,9 @@ pub struct KinesisOptions {
     /// Create the stream with this many shards if it does not exist; `None`: a missing
     /// stream is an error.
     pub create_shards: Option<u32>,
+    /// Every call carries at most one record per key, so no partial failure can
+    /// reorder a key's records; see the module docs.
+    pub strict_key_order: bool,
 }
 
 /// Writes records to a Kinesis stream; see the module docs.
@@ -59,6 +77,10 @@ pub struct KinesisSink {
     retried: u64,
     /// Records the service took after refusing an earlier one of the same key.
     reordered: u64,
+    /// Every call careful.
+    strict: bool,
+    /// Calls are careful until then (after a refusal).
+    careful_until: Option<Instant>,
 }
 
 impl KinesisSink {
@@ -85,6 +107,8 @@ impl KinesisSink {
             queue: VecDeque::new(),
             retried: 0,
             reordered: 0,
+            strict: opts.strict_key_order,
+            careful_until: None,
         })
     }
 
@@ -106,29 +130,34 @@ impl KinesisSink {
         }
     }
 
-    /// One call with the oldest waiting records (up to [`MAX_RECORDS`] and
-    /// [`MAX_CALL_BYTES`]). Returns whether the service took every record of it.
+    /// Whether the next call carries at most one record per key.
+    fn careful(&self) -> bool {
+        self.strict || self.careful_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn refused(&mut self) {
+        self.careful_until = Some(Instant::now() + CAREFUL_FOR);
+    }
+
+    /// One call with the oldest waiting records (see [`call_len`]). Returns whether
+    /// the service took every record of it.
     fn put_once(&mut self) -> Result<bool, ProducerError> {
-        let mut entries = Vec::new();
-        let mut bytes = 0;
-        for (key, data) in &self.queue {
-            let size = data.len() + key.len();
-            if entries.len() == MAX_RECORDS || bytes + size > MAX_CALL_BYTES {
-                break;
-            }
-            bytes += size;
-            entries.push(
+        let sent = call_len(&self.queue, self.careful());
+        if sent == 0 {
+            return Ok(true);
+        }
+        let entries = self
+            .queue
+            .iter()
+            .take(sent)
+            .map(|(key, data)| {
                 PutRecordsRequestEntry::builder()
                     .partition_key(key)
                     .data(Blob::new(data.clone()))
                     .build()
-                    .map_err(|e| self.fail(e.to_string()))?,
-            );
-        }
-        if entries.is_empty() {
-            return Ok(true);
-        }
-        let sent = entries.len();
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.fail(e.to_string()))?;
         let call = self
             .client
             .put_records()
@@ -143,6 +172,7 @@ impl KinesisSink {
                     || e.is_kms_throttling_exception()
                 {
                     self.retried += sent as u64;
+                    self.refused();
                     return Ok(false);
                 }
                 return Err(self.fail(format!("PutRecords: {}", describe(&e))));
@@ -152,20 +182,15 @@ impl KinesisSink {
             self.queue.drain(..sent);
             return Ok(true);
         }
-        // Keep the refused ones, in order, at the head of the queue.
-        let mut refused_keys = HashSet::new();
-        let mut kept = VecDeque::new();
-        for (record, result) in self.queue.drain(..sent).zip(out.records()) {
-            if result.error_code().is_some() {
-                self.retried += 1;
-                refused_keys.insert(record.0.clone());
-                kept.push_back(record);
-            } else if refused_keys.contains(&record.0) {
-                self.reordered += 1;
-            }
-        }
-        kept.append(&mut self.queue);
-        self.queue = kept;
+        let taken: Vec<bool> = out
+            .records()
+            .iter()
+            .map(|r| r.error_code().is_none())
+            .collect();
+        let outcome = settle(&mut self.queue, &taken);
+        self.retried += outcome.refused;
+        self.reordered += outcome.reordered;
+        self.refused();
         Ok(false)
     }
 
@@ -183,6 +208,60 @@ impl KinesisSink {
         }
         Ok(())
     }
+}
+
+/// How many of the oldest waiting records the next call carries: as many as fit
+/// ([`MAX_RECORDS`], [`MAX_CALL_BYTES`]) and, when `careful`, no more than up to the
+/// first record whose key is already in the call (at least one record).
+fn call_len(queue: &VecDeque<(String, Vec<u8>)>, careful: bool) -> usize {
+    let mut keys = HashSet::new();
+    let mut bytes = 0;
+    let mut n = 0;
+    for (key, data) in queue {
+        let size = data.len() + key.len();
+        if n == MAX_RECORDS || bytes + size > MAX_CALL_BYTES {
+            break;
+        }
+        if careful && !keys.insert(key.as_str()) {
+            break;
+        }
+        bytes += size;
+        n += 1;
+    }
+    n
+}
+
+/// What a partly refused call did.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    /// Records refused (kept to be sent again).
+    refused: u64,
+    /// Records taken after an earlier record of their key was refused.
+    reordered: u64,
+}
+
+/// Settles a call of the first `taken.len()` records of `queue`, where `taken[i]`
+/// says whether the service took record `i`: taken records leave the queue, refused
+/// ones stay at its head in their order.
+fn settle(queue: &mut VecDeque<(String, Vec<u8>)>, taken: &[bool]) -> Outcome {
+    let mut outcome = Outcome {
+        refused: 0,
+        reordered: 0,
+    };
+    let mut refused_keys = HashSet::new();
+    let mut kept = VecDeque::new();
+    for (record, &ok) in queue.drain(..taken.len()).zip(taken) {
+        if !ok {
+            outcome.refused += 1;
+            refused_keys.insert(record.0.clone());
+            kept.push_back(record);
+        } else if refused_keys.contains(&record.0) {
+            outcome.reordered += 1;
+        }
+    }
+    kept.append(queue);
+    *queue = kept;
+    outcome
 }
 
 fn backoff() -> impl Iterator<Item = Duration> {
@@ -285,9 +364,71 @@ impl EventSink for KinesisSink {
         if self.reordered > 0 {
             tracing::warn!(
                 reordered = self.reordered,
-                "Kinesis took records after refusing earlier ones of the same key: their order is broken"
+                "Kinesis took records after refusing earlier ones of the same key: their order is broken (--strict-key-order prevents it)"
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(keys: &[&str]) -> VecDeque<(String, Vec<u8>)> {
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| ((*k).to_owned(), vec![i as u8]))
+            .collect()
+    }
+
+    #[test]
+    fn a_careful_call_ends_before_a_repeated_key() {
+        let q = queue(&["a", "b", "c", "a", "d"]);
+        assert_eq!(call_len(&q, false), 5);
+        assert_eq!(call_len(&q, true), 3);
+        assert_eq!(call_len(&queue(&["a", "a"]), true), 1);
+        assert_eq!(call_len(&queue(&[]), true), 0);
+    }
+
+    #[test]
+    fn a_call_stays_within_the_service_limits() {
+        let many: VecDeque<_> = (0..1200).map(|i| (format!("k{i}"), vec![0; 10])).collect();
+        assert_eq!(call_len(&many, false), MAX_RECORDS);
+        assert_eq!(call_len(&many, true), MAX_RECORDS);
+        let big: VecDeque<_> = (0..10)
+            .map(|i| (format!("k{i}"), vec![0; MAX_RECORD_BYTES - 10]))
+            .collect();
+        assert_eq!(call_len(&big, false), 5, "5 MB a call");
+    }
+
+    #[test]
+    fn refused_records_go_first_in_order_and_a_reorder_is_counted() {
+        let mut q = queue(&["a", "b", "a", "c", "d"]);
+        // The service refused the first `a` and `c` of a call of four, took the rest.
+        let outcome = settle(&mut q, &[false, true, true, false]);
+        assert_eq!(
+            outcome,
+            Outcome {
+                refused: 2,
+                reordered: 1
+            }
+        );
+        let left: Vec<(&str, u8)> = q.iter().map(|(k, d)| (k.as_str(), d[0])).collect();
+        assert_eq!(left, [("a", 0), ("c", 3), ("d", 4)]);
+    }
+
+    #[test]
+    fn a_careful_call_cannot_reorder_a_key() {
+        // Whatever the service refuses of a careful call, no key has two records in
+        // it, so none is taken after its own earlier record was refused.
+        let mut q = queue(&["a", "b", "a", "c", "b", "a"]);
+        let mut pattern = 0u32;
+        while !q.is_empty() {
+            let n = call_len(&q, true);
+            let taken: Vec<bool> = (0..n).map(|i| (pattern >> i) & 1 == 1 || i == 0).collect();
+            pattern = pattern.wrapping_mul(2_654_435_761).wrapping_add(7);
+            assert_eq!(settle(&mut q, &taken).reordered, 0);
+        }
     }
 }

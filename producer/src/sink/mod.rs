@@ -61,6 +61,9 @@ pub struct SinkOptions {
     /// Kafka batch compression.
     #[cfg(feature = "kafka")]
     pub compression: kafka::Compression,
+    /// Kinesis: at most one record per key in every call (see
+    /// [`kinesis::KinesisOptions::strict_key_order`]).
+    pub strict_key_order: bool,
     /// The I/O runtime of network sinks (Kinesis); one is started if `None`.
     #[cfg(feature = "kinesis")]
     pub io: Option<rushhour_cloud::Io>,
@@ -108,6 +111,7 @@ pub fn open_sink(
                 stream,
                 &kinesis::KinesisOptions {
                     create_shards: opts.partitions,
+                    strict_key_order: opts.strict_key_order,
                 },
                 &io,
             )?))
