@@ -4,9 +4,9 @@
 //! Everything goes through `object_store`, with no local-only shortcut: a file is
 //! encoded into a spool and, once complete, uploaded to
 //! `_staging/<pipeline>/g<generation>/…` (one `PUT`, or multipart when large; retried
-//! as a whole, see [`upload`]) and, once committed, moved to its place under `raw/` or `curated/` with one `rename` — an atomic rename on a
-//! local disk, a server-side copy then delete on S3, where an object appears whole or
-//! not at all. Publishing tolerates being repeated, which is what lets a restarted
+//! as a whole, see [`upload`]) and, once committed, moved to its place under `raw/` or
+//! `curated/` with one `rename` — an atomic rename on a local disk, a server-side copy
+//! then delete on S3, where an object appears whole or not at all. Publishing tolerates being repeated, which is what lets a restarted
 //! process finish a half-done publish.
 //!
 //! File names are `part-<pipeline>.<epoch>-g<generation>-<seq>.parquet`: the epoch has
@@ -185,8 +185,8 @@ impl ParquetSink {
         self.lake.store()
     }
 
-    /// Completes files in staging: their last row groups are encoded, then all of them
-    /// are uploaded in parallel on the I/O runtime.
+    /// Completes files in staging: their last row groups are encoded, then they are
+    /// uploaded in parallel on the I/O runtime ([`PARALLEL_REQUESTS`] at a time).
     fn close_files(&mut self, files: Vec<OpenFile>) -> Result<(), SinkError> {
         let mut done = Vec::with_capacity(files.len());
         for file in files {
@@ -214,6 +214,7 @@ impl ParquetSink {
                 data,
             ));
         }
+        use futures::{StreamExt, TryStreamExt};
         let store = self.store();
         let uploads = done.iter().map(|(_, path, data)| async {
             upload(store.as_ref(), path, data)
@@ -224,9 +225,11 @@ impl ParquetSink {
                     source,
                 })
         });
-        for result in self.lake.io().block_on(futures::future::join_all(uploads)) {
-            result?;
-        }
+        self.lake.io().block_on(
+            futures::stream::iter(uploads)
+                .buffer_unordered(PARALLEL_REQUESTS)
+                .try_collect::<()>(),
+        )?;
         self.closed
             .extend(done.into_iter().map(|(file, _, _)| file));
         Ok(())
@@ -472,7 +475,7 @@ impl ParquetSink {
     }
 }
 
-/// Object-store requests a sink keeps in flight at once when it publishes.
+/// Files a sink uploads, or publishes, at once.
 const PARALLEL_REQUESTS: usize = 16;
 
 /// Moves one staged file to its target (a rename on a local disk, copy then delete on
