@@ -3,9 +3,9 @@
 //! `object_store` already retries each HTTP request (connection refused, throttling,
 //! 5xx) for up to a minute; what reaches us after that is an error of the
 //! operation. The idempotent operations of the lake and the checkpoint store (get,
-//! head, list, delete, copy, the upload of a complete file) are retried as a whole, with jittered
-//! exponential backoff from `backon`, so that a store that comes back after a longer
-//! outage costs a pause, not the run.
+//! head, list, delete, copy, the upload of a complete file) are retried as a whole,
+//! with jittered exponential backoff from `backon`, so that a store that comes back
+//! after a longer outage costs a pause, not the run.
 
 use std::future::Future;
 use std::time::Duration;

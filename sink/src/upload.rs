@@ -1,7 +1,8 @@
 //! Uploading a finished lake file, retried as a whole.
 //!
 //! A file is encoded into a spool — memory, spilling to a temporary file past
-//! [`SPOOL_IN_MEMORY`] by default — and uploaded to its staged path only once it is complete.
+//! [`SPOOL_IN_MEMORY`] by default — and uploaded to its staged path only once it is
+//! complete.
 //! Why not stream it to the store while it is encoded: `object_store` retries a
 //! request that never reached the server, or that the server answered with a 5xx or a
 //! throttle, but not one the server dropped half-way (a connection accepted and then
