@@ -74,10 +74,10 @@ fn bench(c: &mut Criterion) {
                 for batch in &batches {
                     p.process_batch(batch, 0).unwrap();
                     p.advance();
-                    black_box(p.take_output(false).unwrap());
+                    black_box(p.take_output().unwrap());
                 }
                 p.flush_all();
-                black_box(p.take_output(true).unwrap())
+                black_box(p.take_output().unwrap())
             },
             BatchSize::LargeInput,
         )
@@ -93,10 +93,10 @@ fn bench(c: &mut Criterion) {
     for batch in &batches {
         p.process_batch(batch, 0).unwrap();
         p.advance();
-        outputs.extend(p.take_output(false).unwrap());
+        outputs.extend(p.take_output().unwrap());
     }
     p.flush_all();
-    outputs.extend(p.take_output(true).unwrap());
+    outputs.extend(p.take_output().unwrap());
     let io = rushhour_cloud::Io::new(1).unwrap();
     g.bench_function("parquet", |b| {
         b.iter_batched(
@@ -148,7 +148,7 @@ fn checkpoint(c: &mut Criterion) {
         batch.partition = (k % 4) as u32;
         p.process_batch(batch, 0).unwrap();
     }
-    let _ = p.take_output(true).unwrap();
+    let _ = p.take_output().unwrap();
     let state = p.snapshot().unwrap();
     eprintln!(
         "checkpoint of {ORDERS} open orders ({} state entries): {:.1} MB compressed",

@@ -3,7 +3,9 @@
 //!
 //! - [`source`]: the [`Source`](source::Source) trait and the `file:` and `log:` sources;
 //!   positions are the processor's to keep.
-//! - [`pipeline`]: validation, de-duplication, per-partition watermarks, lateness; pure.
+//! - [`raw`]: decoding and validation, with the raw and dead-letter rows built beside
+//!   them on the reader's thread; stateless.
+//! - [`pipeline`]: de-duplication, per-partition watermarks, lateness; pure.
 //! - [`operator`], [`store`], [`rider`]: the windowed operators and the delivery join;
 //!   pure, driven by accepted events and watermarks.
 //! - [`sink`]: the [`LakeSink`](sink::LakeSink) trait — stage, then publish.
@@ -21,6 +23,7 @@ pub mod operator;
 pub mod output;
 pub mod partials;
 pub mod pipeline;
+pub mod raw;
 pub mod rider;
 pub mod runtime;
 pub mod sink;

@@ -19,17 +19,15 @@
 use std::collections::BTreeMap;
 
 use arrow::error::ArrowError;
-use rushhour_schemas::time::{HOUR_MS, date_hour};
-use rushhour_schemas::{
-    DeadLetterBuilder, Detached, NO_WATERMARK, Provenance, RawEventsBuilder, Table, decode,
-    is_blank,
-};
+use rushhour_schemas::NO_WATERMARK;
+use rushhour_schemas::time::HOUR_MS;
 use rushhour_streamlog::partition_for_key;
 
 use crate::dedup::{Dedup, Hours};
 use crate::operator::{Curated, LateRow, Operator, StateError};
 use crate::output::{TableBatch, curated_batches};
 use crate::partials::PartitionId;
+use crate::raw::{Decoded, DecodedBatch, Decoder, RawRows, dead_letter};
 use crate::rider::{Credit, RiderOperator};
 use crate::source::{PartitionStatus, PositionStyle, SourceBatch};
 use crate::store::StoreOperator;
@@ -43,8 +41,6 @@ pub struct PipelineConfig {
     pub order_ttl_ms: i64,
     /// Event ids are remembered at least this long in event time.
     pub dedup_horizon_ms: i64,
-    /// Raw rows per Arrow batch handed to the sink.
-    pub raw_batch_rows: usize,
     /// An event whose time is more than this ahead of the wall clock when it is read is
     /// invalid (`--max-future`), so that one broken clock cannot move the watermark
     /// years ahead. `None`: any event time is taken (the contract's default).
@@ -57,7 +53,6 @@ impl Default for PipelineConfig {
             lateness_ms: 10_000,
             order_ttl_ms: 6 * HOUR_MS,
             dedup_horizon_ms: 24 * HOUR_MS,
-            raw_batch_rows: 64 * 1024,
             max_future_ms: None,
         }
     }
@@ -70,6 +65,9 @@ pub enum PipelineError {
     /// missing (a bug in the source or the runtime).
     #[error("a record of partition {0}, which this process does not hold")]
     NotHeld(u32),
+    /// A decoded record does not fit its bytes (a bug: the runtime pairs them).
+    #[error("a decoded record does not fit its bytes")]
+    Detached,
     /// Building Arrow batches failed (a bug: the schemas are fixed).
     #[error("building Arrow batches: {0}")]
     Arrow(#[from] ArrowError),
@@ -144,13 +142,8 @@ pub struct Pipeline {
     routing: Option<u32>,
     /// Credits for partitions not held, by partition, until the epoch's commit.
     outgoing: BTreeMap<PartitionId, Vec<Credit>>,
-    raw: BTreeMap<i64, RawEventsBuilder>,
-    dead: DeadLetterBuilder,
     curated: Curated,
     ready: Vec<TableBatch>,
-    position: String,
-    /// The dead-letter reason of an event too far in the future.
-    too_far_ahead: String,
 }
 
 impl Pipeline {
@@ -159,12 +152,7 @@ impl Pipeline {
     /// [`restore_partition`](Self::restore_partition) before records arrive.
     pub fn new(cfg: PipelineConfig, source: &str, style: PositionStyle) -> Pipeline {
         let store = StoreOperator::new(cfg.order_ttl_ms);
-        let too_far_ahead = format!(
-            "event_time is more than {} ahead of the wall clock when read (--max-future)",
-            short_duration(cfg.max_future_ms.unwrap_or(0))
-        );
         Pipeline {
-            too_far_ahead,
             parts: BTreeMap::new(),
             cfg,
             source: source.to_owned(),
@@ -176,11 +164,8 @@ impl Pipeline {
             rider: RiderOperator::default(),
             routing: None,
             outgoing: BTreeMap::new(),
-            raw: BTreeMap::new(),
-            dead: DeadLetterBuilder::default(),
             curated: Curated::default(),
             ready: Vec::new(),
-            position: String::new(),
         }
     }
 
@@ -338,21 +323,27 @@ impl Pipeline {
         batch: &SourceBatch,
         ingest_time: i64,
     ) -> Result<(), PipelineError> {
-        let decoded = decode_batch(batch);
-        self.process_decoded(batch, &decoded, ingest_time)
+        let decoded = self.decoder().decode(batch, ingest_time)?;
+        self.process_decoded(batch, decoded)
+    }
+
+    /// A decoder for this pipeline's source: the stateless first step of
+    /// [`process_batch`](Self::process_batch), which the runtime runs on the reader's
+    /// thread.
+    pub fn decoder(&self) -> Decoder {
+        Decoder::new(&self.source, self.style.clone(), self.cfg.max_future_ms)
     }
 
     /// [`process_batch`](Self::process_batch) after its stateless first step,
-    /// [`decode_batch`], which may have run on another thread.
+    /// [`Decoder::decode`], which may have run on another thread.
     pub fn process_decoded(
         &mut self,
         batch: &SourceBatch,
-        decoded: &[Decoded],
-        ingest_time: i64,
+        decoded: DecodedBatch,
     ) -> Result<(), PipelineError> {
         assert_eq!(
             batch.records.len(),
-            decoded.len(),
+            decoded.records.len(),
             "one decoded entry per record"
         );
         let p = batch.partition;
@@ -366,58 +357,22 @@ impl Pipeline {
         if part.status == PartitionStatus::Idle {
             part.status = PartitionStatus::Active;
         }
-        let (mut partition_prefix, mut offset_text) = (itoa::Buffer::new(), itoa::Buffer::new());
-        let latest_allowed = self
-            .cfg
-            .max_future_ms
-            .map(|max| ingest_time.saturating_add(max));
-        for ((range, offset), decoded) in batch.records.iter().zip(decoded) {
+        let mut rows = RawRows::default();
+        for ((range, _), decoded) in batch.records.iter().zip(&decoded.records) {
             let bytes = &batch.data[range.clone()];
-            let attached = match decoded {
-                Decoded::Blank => continue, // not a record (file sources skip these before)
-                Decoded::Event(ev) => ev.attach(bytes).ok_or("decoded from other bytes"),
-                Decoded::Invalid(reason) => Err(reason.as_str()),
-            };
             let Some(part) = self.parts.get_mut(&p) else {
                 return Err(PipelineError::NotHeld(p));
             };
-            part.counters.read += 1;
-            self.position.clear();
-            match &self.style {
-                PositionStyle::Line => {}
-                PositionStyle::PartitionOffset => {
-                    self.position
-                        .push_str(partition_prefix.format(batch.partition));
-                    self.position.push(':');
-                }
-                PositionStyle::TopicPartitionOffset(topic) => {
-                    self.position.push_str(topic);
-                    self.position.push('/');
-                    self.position
-                        .push_str(partition_prefix.format(batch.partition));
-                    self.position.push('/');
-                }
-            }
-            self.position.push_str(offset_text.format(*offset));
-            let prov = Provenance {
-                source: &self.source,
-                position: &self.position,
-                ingest_time,
-            };
-            let attached = match attached {
-                Ok(ev) if latest_allowed.is_some_and(|t| ev.event_time > t) => {
-                    Err(self.too_far_ahead.as_str())
-                }
-                other => other,
-            };
-            let ev = match attached {
-                Ok(ev) => ev,
-                Err(reason) => {
+            let ev = match decoded {
+                Decoded::Blank => continue, // not a record (file sources skip these before)
+                Decoded::Invalid => {
+                    part.counters.read += 1;
                     part.counters.invalid += 1;
-                    self.dead.append(bytes, reason, prov);
                     continue;
                 }
+                Decoded::Event(ev) => ev.attach(bytes).ok_or(PipelineError::Detached)?,
             };
+            part.counters.read += 1;
             let mut moved = false;
             // Filed under the later of its event time and the watermark, so that the id
             // of a late event is remembered for the full horizon too.
@@ -427,16 +382,12 @@ impl Pipeline {
                 .insert(part_id, &ev.event_id, ev.event_time.max(watermark))
             {
                 part.counters.duplicates += 1;
+                rows.drop_row();
                 continue;
             }
-            let hour = ev.event_time.div_euclid(HOUR_MS);
-            let raw = self
-                .raw
-                .entry(hour)
-                .or_insert_with(|| RawEventsBuilder::with_capacity(1024));
             if ev.event_time < watermark {
                 part.counters.late += 1;
-                raw.append(&ev, true, prov);
+                rows.keep(true);
                 self.curated.late_events.push(LateRow {
                     event_id: ev.event_id.to_string(),
                     event_type: ev.event_type.as_str(),
@@ -446,7 +397,7 @@ impl Pipeline {
                 });
             } else {
                 part.counters.accepted += 1;
-                raw.append(&ev, false, prov);
+                rows.keep(false);
                 let candidate = ev.event_time.saturating_sub(self.cfg.lateness_ms);
                 if candidate > part.watermark {
                     part.watermark = candidate;
@@ -472,18 +423,12 @@ impl Pipeline {
                     }
                 }
             }
-            if raw.len() >= self.cfg.raw_batch_rows {
-                let batch = raw.finish()?;
-                self.ready.push(TableBatch {
-                    table: Table::RawEvents,
-                    partition: hive_partition(hour),
-                    batch,
-                });
-            }
             if moved {
                 self.recompute_effective();
             }
         }
+        rows.finish(decoded.raw, &mut self.ready)?;
+        self.ready.extend(dead_letter(decoded.dead));
         self.dedup
             .expire(self.effective.saturating_sub(self.cfg.dedup_horizon_ms));
         Ok(())
@@ -514,12 +459,7 @@ impl Pipeline {
         &self,
         wanted: impl Fn(PartitionId) -> bool,
     ) -> Result<Vec<u8>, StateError> {
-        if !self.raw.is_empty()
-            || !self.dead.is_empty()
-            || !self.curated.is_empty()
-            || !self.ready.is_empty()
-            || !self.outgoing.is_empty()
-        {
+        if !self.curated.is_empty() || !self.ready.is_empty() || !self.outgoing.is_empty() {
             return Err(StateError::Mismatch(
                 "snapshot taken with output still held".into(),
             ));
@@ -809,68 +749,15 @@ impl Pipeline {
         self.rider.flush(&mut self.curated);
     }
 
-    /// Takes the batches ready for the sink. With `all`, partly filled raw and
-    /// dead-letter batches are included too (at the end of an epoch).
-    pub fn take_output(&mut self, all: bool) -> Result<Vec<TableBatch>, ArrowError> {
+    /// Takes the batches ready for the sink: the raw and dead-letter rows of every
+    /// batch processed, and the curated rows emitted, since the last call.
+    pub fn take_output(&mut self) -> Result<Vec<TableBatch>, ArrowError> {
         let mut out = std::mem::take(&mut self.ready);
-        if all {
-            for (hour, raw) in std::mem::take(&mut self.raw) {
-                if !raw.is_empty() {
-                    let mut raw = raw;
-                    out.push(TableBatch {
-                        table: Table::RawEvents,
-                        partition: hive_partition(hour),
-                        batch: raw.finish()?,
-                    });
-                }
-            }
-            if !self.dead.is_empty() {
-                out.push(TableBatch {
-                    table: Table::DeadLetter,
-                    partition: String::new(),
-                    batch: self.dead.finish()?,
-                });
-            }
-        }
         if !self.curated.is_empty() {
             out.extend(curated_batches(&mut self.curated)?);
         }
         Ok(out)
     }
-}
-
-/// A record after the stateless first step of the record path.
-// Nearly every record is an event: boxing it would add an allocation per record to
-// save space only on the rare blank or invalid one.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
-pub enum Decoded {
-    /// A blank line: not a record.
-    Blank,
-    /// A valid event, to be attached to its record again.
-    Event(Detached),
-    /// An invalid record, with the reason.
-    Invalid(String),
-}
-
-/// Decodes and validates every record of `batch`: the expensive, stateless step of
-/// the record path, which the runtime runs on the reader's thread while the pipeline
-/// works on the previous batch.
-pub fn decode_batch(batch: &SourceBatch) -> Vec<Decoded> {
-    batch
-        .records
-        .iter()
-        .map(|(range, _)| {
-            let bytes = &batch.data[range.clone()];
-            if is_blank(bytes) {
-                return Decoded::Blank;
-            }
-            match decode(bytes) {
-                Ok(ev) => Decoded::Event(Detached::new(ev, bytes)),
-                Err(invalid) => Decoded::Invalid(invalid.0),
-            }
-        })
-        .collect()
 }
 
 /// Version of the snapshot encoding; bump on any change to the state's shape.
@@ -915,26 +802,10 @@ struct Section<H, O> {
 
 type SectionIn = Section<Hours, Vec<u8>>;
 
-/// `3600000` → `1h`, `90000` → `90s`.
-fn short_duration(ms: i64) -> String {
-    match ms {
-        0 => "0s".into(),
-        ms if ms % HOUR_MS == 0 => format!("{}h", ms / HOUR_MS),
-        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
-        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
-        ms => format!("{ms}ms"),
-    }
-}
-
-/// The hive partition directory of the hour `hour` (hours since the epoch).
-fn hive_partition(hour: i64) -> String {
-    let (date, hh) = date_hour(hour * HOUR_MS);
-    format!("event_date={date}/event_hour={hh}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rushhour_schemas::Table;
 
     fn ping(id: &str, time: &str) -> Vec<u8> {
         format!(r#"{{"event_id":"{id}","event_type":"rider_location","event_time":"2026-11-21T12:00:{time}Z","rider_id":"r","lat":1,"lon":2}}"#)
@@ -968,7 +839,7 @@ mod tests {
     fn rider_rows(p: &mut Pipeline) -> Vec<(String, i64, i64)> {
         use arrow::array::{Array, Int64Array, StringArray};
         let mut rows = Vec::new();
-        for t in p.take_output(true).unwrap() {
+        for t in p.take_output().unwrap() {
             if t.table != Table::RiderMinute {
                 continue;
             }
@@ -1102,7 +973,7 @@ mod tests {
             1 - home,
             &[rider_event("d1", "order_delivered", "00:20", "r")],
         );
-        b.take_output(true).unwrap();
+        b.take_output().unwrap();
         assert!(b.snapshot().is_err(), "credits still held");
         b.take_credits();
         assert!(b.snapshot().is_ok());
@@ -1131,7 +1002,7 @@ mod tests {
             &[rider_event("b", "rider_location", "01:00", "y")],
         );
         let slow_floor = p.floors()[&1];
-        p.take_output(true).unwrap();
+        p.take_output().unwrap();
         p.take_credits();
         p.release_partitions(&[1]);
         assert!(p.watermark() > slow_floor);
@@ -1253,7 +1124,7 @@ mod tests {
             (1, PartitionStatus::Active),
         ]));
         a.advance();
-        let written = a.take_output(true).unwrap();
+        let written = a.take_output().unwrap();
         assert!(written.iter().any(|t| t.table == Table::RiderMinute));
         let state = a.snapshot().unwrap();
         // Another process takes partition 0 over; a record for that minute is late
@@ -1265,7 +1136,7 @@ mod tests {
         assert_eq!(b.counters().late, 1);
         assert_eq!(b.counters().accepted, 1, "the one accepted before the move");
         b.flush_all();
-        let out = b.take_output(true).unwrap();
+        let out = b.take_output().unwrap();
         assert!(out.iter().all(|t| t.table != Table::RiderMinute));
     }
 
@@ -1276,7 +1147,7 @@ mod tests {
         feed(&mut p, 0, &[ping("a", "10")]);
         feed(&mut p, 1, &[ping("b", "50")]);
         let before = p.watermark();
-        p.take_output(true).unwrap();
+        p.take_output().unwrap();
         let state = p.snapshot().unwrap();
         // A revocation of both, then an assignment of both (the faster one first).
         p.release_partitions(&[0, 1]);
@@ -1307,7 +1178,7 @@ mod tests {
         };
         feed(&mut p, 0, &[big("a"), big("b")]);
         p.flush_all();
-        let out = p.take_output(true).unwrap();
+        let out = p.take_output().unwrap();
         assert!(out.iter().any(|t| t.table == Table::StoreMinute));
     }
 
@@ -1327,7 +1198,7 @@ mod tests {
             }
             feed(&mut p, 1, second);
             p.flush_all();
-            let out = p.take_output(true).unwrap();
+            let out = p.take_output().unwrap();
             (
                 p.counters(),
                 out.iter()
@@ -1338,7 +1209,7 @@ mod tests {
         };
         let mut p = Pipeline::holding(PipelineConfig::default(), "t", PositionStyle::Line, 0..2);
         feed(&mut p, 0, first);
-        let _ = p.take_output(true).unwrap();
+        let _ = p.take_output().unwrap();
         let state = p.snapshot().unwrap();
         assert_eq!(run(Some(&state)), run(None));
         // Partition by partition, in any order, and once more over itself: the same.

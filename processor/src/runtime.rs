@@ -25,7 +25,8 @@ use crate::checkpoint::{
 use crate::group::{LakeRepair, Member};
 use crate::operator::StateError;
 use crate::output::TableBatch;
-use crate::pipeline::{Counters, Decoded, Pipeline, decode_batch};
+use crate::pipeline::{Counters, Pipeline};
+use crate::raw::{DecodedBatch, Decoder};
 use crate::sink::{BoxError, LakeSink, StagedFile, Stale};
 use crate::source::{
     PartitionHandler, PartitionStatus, Poll, Positions, Source, SourceBatch, SourceError,
@@ -396,7 +397,7 @@ enum Read {
     /// A batch, decoded.
     Records {
         batch: SourceBatch,
-        decoded: Vec<Decoded>,
+        decoded: DecodedBatch,
         at: SourceView,
     },
     /// Nothing new for now.
@@ -550,6 +551,7 @@ const READ_AHEAD: usize = 4;
 /// fails, or the pipeline side hangs up.
 fn read_ahead(
     source: &mut dyn Source,
+    mut decoder: Decoder,
     to_pipeline: SyncSender<Result<Read, SourceError>>,
     recycled: Receiver<SourceBatch>,
     stop: &AtomicBool,
@@ -565,12 +567,15 @@ fn read_ahead(
         let read = match source.poll(&mut batch) {
             Err(e) => Err(e),
             Ok(Poll::Records) => {
-                let decoded = decode_batch(&batch);
-                Ok(Read::Records {
-                    batch,
-                    decoded,
-                    at: SourceView::of(source),
-                })
+                match decoder.decode(&batch, now_ms()) {
+                    Ok(decoded) => Ok(Read::Records {
+                        batch,
+                        decoded,
+                        at: SourceView::of(source),
+                    }),
+                    // Only a bug can get here: the raw schemas are fixed.
+                    Err(e) => Err(SourceError::Decode(e.to_string())),
+                }
             }
             Ok(Poll::Pending) => {
                 spare = Some(batch);
@@ -622,9 +627,19 @@ pub fn run(
         member: start.group.clone(),
     }));
     let (stop, poll_backoff) = (opts.stop.clone(), opts.poll_backoff);
+    let decoder = pipeline.decoder();
     let handle = std::thread::Builder::new()
         .name("rushhour-read".into())
-        .spawn(move || read_ahead(source.as_mut(), to_pipeline, recycled, &stop, poll_backoff))
+        .spawn(move || {
+            read_ahead(
+                source.as_mut(),
+                decoder,
+                to_pipeline,
+                recycled,
+                &stop,
+                poll_backoff,
+            )
+        })
         .map_err(|e| RuntimeError::Reader(format!("cannot start the reader thread: {e}")))?;
     let reader = Reader {
         from: from_reader,
@@ -782,7 +797,7 @@ impl<'a> Driver<'a> {
                     decoded,
                     at: view,
                 }) => {
-                    pipeline.process_decoded(&batch, &decoded, now_ms())?;
+                    pipeline.process_decoded(&batch, decoded)?;
                     pipeline.set_statuses(&view.statuses);
                     pipeline.advance();
                     *at = view;
@@ -880,7 +895,7 @@ impl<'a> Driver<'a> {
                 }
                 None => {}
             }
-            self.sink.send(pipeline.take_output(false)?)?;
+            self.sink.send(pipeline.take_output()?)?;
             if let Some(cp) = self.start.checkpointer
                 && cp.fence().is_lost()
             {
@@ -1033,7 +1048,7 @@ impl<'a> Driver<'a> {
         }
         // After the exchange: credits never go out while being taken in.
         let credits = pipeline.take_credits();
-        self.sink.send(pipeline.take_output(true)?)?;
+        self.sink.send(pipeline.take_output()?)?;
         let staged = self.sink.ask(|reply| SinkMsg::Prepare(epoch, reply))?;
         failpoint("epoch-staged");
         let staged = if let Some(cp) = self.start.checkpointer {
@@ -1108,6 +1123,14 @@ impl<'a> Driver<'a> {
         self.files += staged.len() as u64;
         self.sink.ask(|reply| SinkMsg::Publish(staged, reply))?;
         failpoint("epoch-published");
+        // The lake side of `benches/latency.sh`: every window that ends at or before
+        // this watermark is now readable (take_output ran at this watermark).
+        tracing::debug!(
+            target: "rushhour::trace",
+            epoch = self.epoch,
+            watermark_ms = pipeline.watermark(),
+            "published"
+        );
         if let Some(cp) = self.start.checkpointer {
             cp.prune()?;
         }

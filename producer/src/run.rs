@@ -125,16 +125,26 @@ pub fn generate(
                     next_progress = now + PROGRESS_EVERY;
                 }
                 let Some(rate) = limits.rate else { break };
+                // Flushed whether or not the run keeps up, so that readers see records
+                // at most PACED_FLUSH_EVERY after they were made.
+                if now - last_flush >= PACED_FLUSH_EVERY {
+                    sink.flush()?;
+                    last_flush = now;
+                    // The append side of `benches/latency.sh`: everything up to this
+                    // event time is now readable.
+                    tracing::debug!(
+                        target: "rushhour::trace",
+                        event_time_ms = report.sim_time_ms,
+                        events = report.events,
+                        "flushed"
+                    );
+                }
                 // `None`: so far ahead that it is never due (an absurdly low rate).
                 let due = Duration::try_from_secs_f64(report.events as f64 / rate)
                     .ok()
                     .and_then(|d| start.checked_add(d));
                 if due.is_some_and(|due| now >= due) {
                     break;
-                }
-                if now - last_flush >= PACED_FLUSH_EVERY {
-                    sink.flush()?;
-                    last_flush = now;
                 }
                 let mut nap = MAX_SLEEP.min(next_progress - now);
                 if let Some(due) = due {

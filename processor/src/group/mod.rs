@@ -807,7 +807,7 @@ mod tests {
         staged: Vec<StagedFile>,
     ) {
         let cp = member.checkpointer(3);
-        pipeline.take_output(true).unwrap();
+        pipeline.take_output().unwrap();
         member
             .write_credits(epoch, &pipeline.take_credits())
             .unwrap();

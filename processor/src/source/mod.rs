@@ -255,6 +255,9 @@ pub enum SourceError {
     /// failed, or its state could not be restored).
     #[error("{0}")]
     Handover(String),
+    /// Building the raw rows of a batch failed (a bug: the raw schemas are fixed).
+    #[error("building raw rows: {0}")]
+    Decode(String),
 }
 
 /// What a source whose partitions change while it runs calls, from its reading thread,

@@ -127,7 +127,7 @@ pub fn run_batches(
         feed(&mut p, &mut lake, &mut offsets, batch);
     }
     p.flush_all();
-    lake.add(p.take_output(true).unwrap());
+    lake.add(p.take_output().unwrap());
     (lake, p.counters())
 }
 
@@ -152,7 +152,7 @@ fn feed(p: &mut Pipeline, lake: &mut Lake, offsets: &mut [u64], batch: &[(u32, V
         p.process_batch(&sb, 0).unwrap();
     }
     p.advance();
-    lake.add(p.take_output(false).unwrap());
+    lake.add(p.take_output().unwrap());
 }
 
 /// A pipeline over the test source.
@@ -186,7 +186,7 @@ fn run_to_checkpoint(
     for batch in &batches[..cut] {
         feed(&mut first, &mut lake, &mut offsets, batch);
     }
-    lake.add(first.take_output(true).unwrap());
+    lake.add(first.take_output().unwrap());
     let checkpoint = first.snapshot().unwrap();
     Checkpointed {
         first,
@@ -217,7 +217,7 @@ pub fn run_restarted(
         feed(&mut second, &mut lake, &mut offsets, batch);
     }
     second.flush_all();
-    lake.add(second.take_output(true).unwrap());
+    lake.add(second.take_output().unwrap());
     (lake, second.counters())
 }
 
@@ -256,7 +256,7 @@ pub fn run_with_moved_partitions(
     let mut counters = Counters::default();
     for p in [&mut first, &mut second] {
         p.flush_all();
-        lake.add(p.take_output(true).unwrap());
+        lake.add(p.take_output().unwrap());
         counters += p.counters();
     }
     (lake, counters)
@@ -307,13 +307,13 @@ pub fn run_split_routed(
             }
             p.set_rider_bound(*floor);
             p.advance();
-            lake.add(p.take_output(false).unwrap());
+            lake.add(p.take_output().unwrap());
         }
     }
     let mut counters = Counters::default();
     for p in &mut procs {
         p.flush_all();
-        lake.add(p.take_output(true).unwrap());
+        lake.add(p.take_output().unwrap());
         counters += p.counters();
     }
     (lake, counters)
