@@ -483,8 +483,11 @@ impl Pipeline {
                 dedup: self.dedup.partition(id),
                 operators: operators.iter_mut().map(|o| o.remove(&id)).collect(),
             };
-            let encoded = postcard::to_stdvec(&section)?;
-            sections.push((id, zstd::bulk::compress(&encoded, 3)?));
+            // Encoded straight into the compressor: the uncompressed section (most of
+            // it event ids) is never held whole.
+            let mut z = zstd::stream::Encoder::new(Vec::new(), 3)?;
+            postcard::to_io(&section, &mut z)?;
+            sections.push((id, z.finish()?));
         }
         let sections: Vec<(PartitionId, &[u8])> =
             sections.iter().map(|(id, b)| (*id, b.as_slice())).collect();
@@ -502,7 +505,9 @@ impl Pipeline {
             effective: self.effective,
             sections,
         };
-        Ok(postcard::to_stdvec(&state)?)
+        // Sized exactly, so that the copy of every section is made once, not grown.
+        let size = postcard::experimental::serialized_size(&state)?;
+        Ok(postcard::to_extend(&state, Vec::with_capacity(size))?)
     }
 
     /// Replaces the whole state with one taken by [`snapshot`](Self::snapshot): this
