@@ -6,6 +6,7 @@
 //! - [`raw`]: decoding and validation, with the raw and dead-letter rows built beside
 //!   them on the reader's thread; stateless.
 //! - [`pipeline`]: de-duplication, per-partition watermarks, lateness; pure.
+//! - [`state`]: the snapshot format (a section per partition).
 //! - [`operator`], [`store`], [`rider`]: the windowed operators and the delivery join;
 //!   pure, driven by accepted events and watermarks.
 //! - [`sink`]: the [`LakeSink`](sink::LakeSink) trait — stage, then publish.
@@ -28,6 +29,7 @@ pub mod rider;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod store;
 
 pub use checkpoint::{CheckpointStore, Checkpointer, Manifest, RecoveryPoint, Restored};

@@ -23,13 +23,14 @@ use rushhour_schemas::NO_WATERMARK;
 use rushhour_schemas::time::HOUR_MS;
 use rushhour_streamlog::partition_for_key;
 
-use crate::dedup::{Dedup, Hours};
-use crate::operator::{Curated, LateRow, Operator, StateError};
-use crate::output::{TableBatch, curated_batches};
+use crate::dedup::Dedup;
+use crate::operator::{Operator, StateError};
+use crate::output::{Collector, TableBatch};
 use crate::partials::PartitionId;
-use crate::raw::{Decoded, DecodedBatch, Decoder, RawRows, dead_letter};
+use crate::raw::{Decoded, DecodedBatch, Decoder, LateRow, RawRows, dead_letter, emit_late};
 use crate::rider::{Credit, RiderOperator};
 use crate::source::{PartitionStatus, PositionStyle, SourceBatch};
+use crate::state::{PipelineState, Section, SectionIn};
 use crate::store::StoreOperator;
 
 /// Settings of the record path.
@@ -136,13 +137,17 @@ pub struct Pipeline {
     /// Inside [`taking_over`](Self::taking_over): the watermark waits for the end.
     deferring: bool,
     dedup: Dedup,
-    store: StoreOperator,
+    /// The operators handed in, each fed the events of the partition they came from.
+    operators: Vec<Box<dyn Operator>>,
+    /// The rider operator, built in: with rider routing its contributions go to the
+    /// partition of their rider, not of their event (see [`crate::rider`]).
     rider: RiderOperator,
     /// With rider routing: the source's partition count (the partitioner's modulus).
     routing: Option<u32>,
     /// Credits for partitions not held, by partition, until the epoch's commit.
     outgoing: BTreeMap<PartitionId, Vec<Credit>>,
-    curated: Curated,
+    /// `late_events` rows not yet handed to the sink.
+    late: Vec<LateRow>,
     ready: Vec<TableBatch>,
 }
 
@@ -150,8 +155,24 @@ impl Pipeline {
     /// A pipeline over a source named `source`, holding no partition yet: call
     /// [`hold`](Self::hold), [`restore`](Self::restore) or
     /// [`restore_partition`](Self::restore_partition) before records arrive.
+    ///
+    /// Its operators are the contract's: [`StoreOperator`] (`store_minute`,
+    /// `deliveries`, `store_delivery_5m`) and the built-in rider operator
+    /// (`rider_minute`).
     pub fn new(cfg: PipelineConfig, source: &str, style: PositionStyle) -> Pipeline {
         let store = StoreOperator::new(cfg.order_ttl_ms);
+        Pipeline::with_operators(cfg, source, style, vec![Box::new(store)])
+    }
+
+    /// [`new`](Self::new) with `operators` instead of the store operator (the rider
+    /// operator is always there). Their order is the order of their state in a
+    /// snapshot: a pipeline restores only snapshots of the same operators.
+    pub fn with_operators(
+        cfg: PipelineConfig,
+        source: &str,
+        style: PositionStyle,
+        operators: Vec<Box<dyn Operator>>,
+    ) -> Pipeline {
         Pipeline {
             parts: BTreeMap::new(),
             cfg,
@@ -160,22 +181,29 @@ impl Pipeline {
             effective: NO_WATERMARK,
             deferring: false,
             dedup: Dedup::default(),
-            store,
+            operators,
             rider: RiderOperator::default(),
             routing: None,
             outgoing: BTreeMap::new(),
-            curated: Curated::default(),
+            late: Vec::new(),
             ready: Vec::new(),
         }
     }
 
     /// The operators, in the order of a snapshot's sections.
-    fn operators(&self) -> [&dyn Operator; 2] {
-        [&self.store, &self.rider]
+    fn operators(&self) -> Vec<&dyn Operator> {
+        let handed = self.operators.iter().map(|o| o.as_ref());
+        handed.chain([&self.rider as &dyn Operator]).collect()
     }
 
-    fn operators_mut(&mut self) -> [&mut dyn Operator; 2] {
-        [&mut self.store, &mut self.rider]
+    fn operators_mut(&mut self) -> Vec<&mut dyn Operator> {
+        let handed = self
+            .operators
+            .iter_mut()
+            .map(|o| o.as_mut() as &mut dyn Operator);
+        handed
+            .chain([&mut self.rider as &mut dyn Operator])
+            .collect()
     }
 
     /// Routes every rider-side contribution (a ping, a delivery) to the partition its
@@ -388,7 +416,7 @@ impl Pipeline {
             if ev.event_time < watermark {
                 part.counters.late += 1;
                 rows.keep(true);
-                self.curated.late_events.push(LateRow {
+                self.late.push(LateRow {
                     event_id: ev.event_id.to_string(),
                     event_type: ev.event_type.as_str(),
                     event_time: ev.event_time,
@@ -407,7 +435,9 @@ impl Pipeline {
                     (Some(partitions), Some(rider)) => {
                         // The rider side goes to its rider's partition; the store side
                         // stays with the event's.
-                        self.store.process(part_id, &ev);
+                        for op in &mut self.operators {
+                            op.process(part_id, &ev);
+                        }
                         let target = partition_for_key(rider.as_bytes(), partitions);
                         if let Some(credit) = Credit::of(&ev) {
                             if self.parts.contains_key(&target) {
@@ -418,7 +448,9 @@ impl Pipeline {
                         }
                     }
                     _ => {
-                        self.store.process(part_id, &ev);
+                        for op in &mut self.operators {
+                            op.process(part_id, &ev);
+                        }
                         self.rider.process(part_id, &ev);
                     }
                 }
@@ -459,7 +491,11 @@ impl Pipeline {
         &self,
         wanted: impl Fn(PartitionId) -> bool,
     ) -> Result<Vec<u8>, StateError> {
-        if !self.curated.is_empty() || !self.ready.is_empty() || !self.outgoing.is_empty() {
+        if self.operators().iter().any(|o| o.holds_rows())
+            || !self.late.is_empty()
+            || !self.ready.is_empty()
+            || !self.outgoing.is_empty()
+        {
             return Err(StateError::Mismatch(
                 "snapshot taken with output still held".into(),
             ));
@@ -483,11 +519,7 @@ impl Pipeline {
                 dedup: self.dedup.partition(id),
                 operators: operators.iter_mut().map(|o| o.remove(&id)).collect(),
             };
-            // Encoded straight into the compressor: the uncompressed section (most of
-            // it event ids) is never held whole.
-            let mut z = zstd::stream::Encoder::new(Vec::new(), 3)?;
-            postcard::to_io(&section, &mut z)?;
-            sections.push((id, z.finish()?));
+            sections.push((id, section.encode()?));
         }
         let sections: Vec<(PartitionId, &[u8])> =
             sections.iter().map(|(id, b)| (*id, b.as_slice())).collect();
@@ -500,20 +532,13 @@ impl Pipeline {
                 "operator state of partition {p}, which is not held"
             )));
         }
-        let state = PipelineState {
-            version: STATE_VERSION,
-            effective: self.effective,
-            sections,
-        };
-        // Sized exactly, so that the copy of every section is made once, not grown.
-        let size = postcard::experimental::serialized_size(&state)?;
-        Ok(postcard::to_extend(&state, Vec::with_capacity(size))?)
+        PipelineState::new(self.effective, sections).encode()
     }
 
     /// Replaces the whole state with one taken by [`snapshot`](Self::snapshot): this
     /// process then holds exactly the partitions the snapshot held.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        let state = read_state(bytes)?;
+        let state = PipelineState::decode(bytes)?;
         self.forget_all();
         for (id, section) in state.sections {
             if let Err(e) = self.load_section(id, section) {
@@ -610,7 +635,7 @@ impl Pipeline {
     /// partition (it releases the partition right after its checkpoint), and reopen
     /// the source at that checkpoint's position for the partition.
     pub fn restore_partition(&mut self, bytes: &[u8], part: PartitionId) -> Result<(), StateError> {
-        let state = read_state(bytes)?;
+        let state = PipelineState::decode(bytes)?;
         let Some(&(_, section)) = state.sections.iter().find(|(id, _)| *id == part) else {
             return Err(StateError::Mismatch(format!(
                 "the snapshot does not hold partition {part}"
@@ -675,8 +700,7 @@ impl Pipeline {
     }
 
     fn load_section(&mut self, part: PartitionId, bytes: &[u8]) -> Result<(), StateError> {
-        let encoded = zstd::stream::decode_all(bytes)?;
-        let section: SectionIn = postcard::from_bytes(&encoded)?;
+        let section = SectionIn::decode(bytes)?;
         if section.operators.len() != self.operators().len() {
             return Err(StateError::Mismatch(format!(
                 "{} operators in the state, {} here",
@@ -744,68 +768,32 @@ impl Pipeline {
 
     /// Emits every window the effective watermark has passed.
     pub fn advance(&mut self) {
-        self.store.on_watermark(self.effective, &mut self.curated);
-        self.rider.on_watermark(self.effective, &mut self.curated);
+        let watermark = self.effective;
+        for op in self.operators_mut() {
+            op.on_watermark(watermark);
+        }
     }
 
     /// End of a bounded input: emits every window and every pending row.
     pub fn flush_all(&mut self) {
-        self.store.flush(&mut self.curated);
-        self.rider.flush(&mut self.curated);
+        for op in self.operators_mut() {
+            op.flush();
+        }
     }
 
     /// Takes the batches ready for the sink: the raw and dead-letter rows of every
     /// batch processed, and the curated rows emitted, since the last call.
     pub fn take_output(&mut self) -> Result<Vec<TableBatch>, ArrowError> {
         let mut out = std::mem::take(&mut self.ready);
-        if !self.curated.is_empty() {
-            out.extend(curated_batches(&mut self.curated)?);
+        let mut collector = Collector::new(&mut out);
+        for op in &mut self.operators {
+            op.emit(&mut collector)?;
         }
+        self.rider.emit(&mut collector)?;
+        emit_late(&mut self.late, &mut out)?;
         Ok(out)
     }
 }
-
-/// Version of the snapshot encoding; bump on any change to the state's shape.
-/// 2: state kept apart by source partition, one compressed section each.
-/// 3: a rider window's ping ids in one string.
-/// 4: no partition count (partitions are held by number, and come and go).
-/// 5: the credits each partition has read, by member (rider routing).
-pub const STATE_VERSION: u32 = 5;
-
-fn read_state(bytes: &[u8]) -> Result<PipelineState<'_>, StateError> {
-    // The version leads, so any other layout is named as such, not misread.
-    let (version, _) = postcard::take_from_bytes::<u32>(bytes)?;
-    if version != STATE_VERSION {
-        return Err(StateError::Mismatch(format!(
-            "state version {version} (this build reads {STATE_VERSION})"
-        )));
-    }
-    Ok(postcard::from_bytes(bytes)?)
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct PipelineState<'a> {
-    /// [`STATE_VERSION`]; first, so that it can be read whatever follows.
-    version: u32,
-    effective: i64,
-    /// `(partition, zstd(postcard(Section)))`, one per partition held.
-    #[serde(borrow)]
-    sections: Vec<(PartitionId, &'a [u8])>,
-}
-
-/// One partition's state in a snapshot; `H` is its ids, `O` an operator's part.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Section<H, O> {
-    watermark: i64,
-    floor: i64,
-    status: PartitionStatus,
-    counters: Counters,
-    credits_read: BTreeMap<u64, u64>,
-    dedup: Option<H>,
-    operators: Vec<Option<O>>,
-}
-
-type SectionIn = Section<Hours, Vec<u8>>;
 
 #[cfg(test)]
 mod tests {
@@ -1241,5 +1229,57 @@ mod tests {
         other.restore(&state).unwrap();
         assert_eq!(other.held(), [0, 1]);
         assert!(other.restore(b"not a state").is_err());
+    }
+
+    #[test]
+    fn operators_are_handed_in_and_emit_their_own_tables() {
+        let order = |id: &str, kind: &str, secs: u32| {
+            format!(r#"{{"event_id":"{id}","event_type":"{kind}","event_time":"2026-11-21T12:00:{secs:02}Z","order_id":"o1","store_id":"s1","rider_id":"r","items":[],"total_cents":5}}"#)
+                .into_bytes()
+        };
+        let events = [
+            order("a", "order_placed", 1),
+            order("b", "order_delivered", 30),
+        ];
+        let output = |p: &mut Pipeline| {
+            feed(p, 0, &events);
+            p.flush_all();
+            let out = p.take_output().unwrap();
+            out.into_iter()
+                .map(|t| (t.table, t.batch))
+                .collect::<Vec<_>>()
+        };
+        let tables = |p: &mut Pipeline| {
+            let mut t: Vec<Table> = output(p).into_iter().map(|(t, _)| t).collect();
+            t.sort_by_key(|t| t.dir());
+            t.dedup();
+            t
+        };
+        let cfg = PipelineConfig::default;
+        let style = || PositionStyle::Line;
+        let store = || Box::new(StoreOperator::new(cfg().order_ttl_ms)) as Box<dyn Operator>;
+        let mut given = Pipeline::with_operators(cfg(), "t", style(), vec![store()]);
+        given.hold(0);
+        let mut default = Pipeline::holding(cfg(), "t", style(), [0]);
+        let written = output(&mut default);
+        assert_eq!(output(&mut given), written);
+        assert!(written.iter().any(|(t, _)| *t == Table::StoreMinute));
+        // Without the store operator its three tables are simply not written.
+        let mut bare = Pipeline::with_operators(cfg(), "t", style(), Vec::new());
+        bare.hold(0);
+        let written = tables(&mut bare);
+        assert!(written.contains(&Table::RawEvents) && written.contains(&Table::RiderMinute));
+        for t in [
+            Table::StoreMinute,
+            Table::Deliveries,
+            Table::StoreDelivery5m,
+        ] {
+            assert!(!written.contains(&t), "{t:?}");
+        }
+        // A snapshot restores only into a pipeline with the same operators.
+        let state = default.snapshot().unwrap();
+        let mut other = Pipeline::with_operators(cfg(), "t", style(), Vec::new());
+        let err = other.restore(&state).unwrap_err().to_string();
+        assert!(err.contains("2 operators in the state, 1 here"), "{err}");
     }
 }

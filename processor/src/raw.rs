@@ -7,11 +7,12 @@
 //! invalid record. What only the pipeline knows — is the event a duplicate, is it late
 //! — comes afterwards as a keep mask and late flags over the built rows
 //! ([`RawRows`]): an ordinary batch (nothing dropped, nothing late) goes to the sink
-//! as built, and the pipeline thread never touches its rows.
+//! as built, and the pipeline thread never touches its rows. A late event's
+//! `late_events` row ([`LateRow`]) is the pipeline's to make, and converted here too.
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, StringBuilder};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::TimestampMillisecondType;
 use arrow::error::ArrowError;
@@ -21,7 +22,7 @@ use rushhour_schemas::{
     DeadLetterBuilder, Detached, Provenance, RawEventsBuilder, Table, decode, is_blank,
 };
 
-use crate::output::TableBatch;
+use crate::output::{Collector, TableBatch, ts_builder as ts};
 use crate::source::{PositionStyle, SourceBatch};
 
 /// A record after the stateless first step of the record path.
@@ -252,6 +253,61 @@ pub fn dead_letter(dead: RecordBatch) -> Option<TableBatch> {
         partition: String::new(),
         batch: dead,
     })
+}
+
+/// A `late_events` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateRow {
+    /// The event's id.
+    pub event_id: String,
+    /// Its type.
+    pub event_type: &'static str,
+    /// Its event time.
+    pub event_time: i64,
+    /// The effective watermark it arrived behind.
+    pub watermark: i64,
+    /// The record as received.
+    pub raw: String,
+}
+
+/// Sorts `rows` by key and adds them to `out` as a `late_events` batch; `rows` is left
+/// empty.
+pub fn emit_late(rows: &mut Vec<LateRow>, out: &mut Vec<TableBatch>) -> Result<(), ArrowError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    rows.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
+    let batch = late_events_batch(rows)?;
+    rows.clear();
+    Collector::new(out).emit(Table::LateEvents, batch);
+    Ok(())
+}
+
+fn late_events_batch(rows: &[LateRow]) -> Result<RecordBatch, ArrowError> {
+    let (mut id, mut ty, mut time, mut wm, mut raw) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        ts(),
+        ts(),
+        StringBuilder::new(),
+    );
+    for r in rows {
+        id.append_value(&r.event_id);
+        ty.append_value(r.event_type);
+        time.append_value(r.event_time);
+        wm.append_value(r.watermark);
+        raw.append_value(&r.raw);
+    }
+    RecordBatch::try_new(
+        Table::LateEvents.schema(),
+        vec![
+            Arc::new(id.finish()),
+            Arc::new(ty.finish()),
+            Arc::new(time.finish()),
+            Arc::new(wm.finish()),
+            Arc::new(raw.finish()),
+        ],
+    )
 }
 
 /// The hive partition directory of the hour `hour` (hours since the epoch).

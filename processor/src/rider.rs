@@ -18,15 +18,37 @@
 //! can still come from elsewhere: the operator's *bound* ([`RiderOperator::set_bound`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use arrow::array::{Float64Builder, Int64Builder, StringBuilder};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
 use hashbrown::HashMap;
-
+use rushhour_schemas::Table;
 use rushhour_schemas::time::{MINUTE_MS, window_start};
 use rushhour_schemas::{Event, EventType};
 use serde::{Deserialize, Serialize};
 
-use crate::operator::{Curated, Operator, RiderMinuteRow, StateError};
+use crate::operator::{Operator, StateError};
+use crate::output::{Collector, ts_builder as ts};
 use crate::partials::{Partials, PartitionId, by_partition};
+
+/// A `rider_minute` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiderMinuteRow {
+    /// Window start, epoch ms.
+    pub window_start: i64,
+    /// The rider.
+    pub rider_id: Box<str>,
+    /// Accepted pings.
+    pub pings: i64,
+    /// Haversine distance over consecutive pings, metres.
+    pub distance_m: f64,
+    /// Mean of present `speed_mps`.
+    pub avg_speed_mps: Option<f64>,
+    /// Accepted deliveries by the rider.
+    pub deliveries: i64,
+}
 
 /// One rider-side contribution to a rider's minute, as routed to the partition of its
 /// rider: what a ping or a delivery adds, no more.
@@ -154,6 +176,8 @@ pub struct RiderOperator {
     /// No window ending after this closes, whatever the watermark: credits for it may
     /// still come from other processes. `i64::MAX` when every credit is local.
     bound: i64,
+    /// Rows of closed windows, until [`Operator::emit`].
+    ready: Vec<RiderMinuteRow>,
 }
 
 impl Default for RiderOperator {
@@ -161,6 +185,7 @@ impl Default for RiderOperator {
         RiderOperator {
             minutes: BTreeMap::new(),
             bound: i64::MAX,
+            ready: Vec::new(),
         }
     }
 }
@@ -222,14 +247,14 @@ impl RiderOperator {
     }
 
     /// Writes every window ending at or before `through`.
-    fn close_through(&mut self, through: i64, out: &mut Curated) {
+    fn close_through(&mut self, through: i64) {
         while let Some(entry) = self.minutes.first_entry() {
             let start = *entry.key();
             if start > through.saturating_sub(MINUTE_MS) {
                 break;
             }
             for (rider_id, partials) in entry.remove() {
-                out.rider_minute.push(row(start, rider_id, partials));
+                self.ready.push(row(start, rider_id, partials));
             }
         }
     }
@@ -286,13 +311,26 @@ impl Operator for RiderOperator {
         }
     }
 
-    fn on_watermark(&mut self, watermark: i64, out: &mut Curated) {
-        self.close_through(watermark.min(self.bound), out);
+    fn on_watermark(&mut self, watermark: i64) {
+        self.close_through(watermark.min(self.bound));
     }
 
-    fn flush(&mut self, out: &mut Curated) {
+    fn flush(&mut self) {
         // The end of every input: nothing is left to come from anywhere.
-        self.close_through(i64::MAX, out);
+        self.close_through(i64::MAX);
+    }
+
+    fn emit(&mut self, out: &mut Collector<'_>) -> Result<(), ArrowError> {
+        let mut rows = std::mem::take(&mut self.ready);
+        if !rows.is_empty() {
+            rows.sort_by(|a, b| (a.window_start, &a.rider_id).cmp(&(b.window_start, &b.rider_id)));
+            out.emit(Table::RiderMinute, rider_minute_batch(&rows)?);
+        }
+        Ok(())
+    }
+
+    fn holds_rows(&self) -> bool {
+        !self.ready.is_empty()
     }
 
     fn snapshot(&self) -> Result<BTreeMap<PartitionId, Vec<u8>>, StateError> {
@@ -337,6 +375,38 @@ impl Operator for RiderOperator {
     }
 }
 
+/// `rider_minute` rows as a record batch (CONTRACT §4).
+fn rider_minute_batch(rows: &[RiderMinuteRow]) -> Result<RecordBatch, ArrowError> {
+    let (mut start, mut end, mut rider) = (ts(), ts(), StringBuilder::new());
+    let (mut pings, mut dist, mut speed, mut deliveries) = (
+        Int64Builder::new(),
+        Float64Builder::new(),
+        Float64Builder::new(),
+        Int64Builder::new(),
+    );
+    for r in rows {
+        start.append_value(r.window_start);
+        end.append_value(r.window_start + MINUTE_MS);
+        rider.append_value(&r.rider_id);
+        pings.append_value(r.pings);
+        dist.append_value(r.distance_m);
+        speed.append_option(r.avg_speed_mps);
+        deliveries.append_value(r.deliveries);
+    }
+    RecordBatch::try_new(
+        Table::RiderMinute.schema(),
+        vec![
+            Arc::new(start.finish()),
+            Arc::new(end.finish()),
+            Arc::new(rider.finish()),
+            Arc::new(pings.finish()),
+            Arc::new(dist.finish()),
+            Arc::new(speed.finish()),
+            Arc::new(deliveries.finish()),
+        ],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,9 +436,8 @@ mod tests {
             },
         };
         op.credit(0, &ping);
-        let mut out = Curated::default();
-        op.flush(&mut out);
-        let d = out.rider_minute[0].distance_m;
+        op.flush();
+        let d = op.ready[0].distance_m;
         assert!(d == 0.0 && d.is_sign_positive(), "{d:?}");
     }
 

@@ -18,20 +18,97 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
+use arrow::array::{ArrayRef, Float64Builder, Int64Builder, StringBuilder};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
 use hashbrown::{HashMap, HashSet};
+use rushhour_schemas::Table;
 use rushhour_schemas::time::{MINUTE_MS, window_start};
 use rushhour_schemas::{Channel, Event, EventType};
 use serde::{Deserialize, Serialize};
 
-use crate::operator::{
-    Curated, DeliveryRow, Operator, StateError, StoreDeliveryRow, StoreMinuteRow,
-};
+use crate::operator::{Operator, StateError, percentile_cont};
+use crate::output::{Collector, secs, ts_builder as ts};
 use crate::partials::{Partials, PartitionId, by_partition};
 
 /// Width of a `store_delivery_5m` window.
 pub const SLIDE_SIZE_MS: i64 = 5 * MINUTE_MS;
 /// Step of a `store_delivery_5m` window.
 pub const SLIDE_STEP_MS: i64 = MINUTE_MS;
+
+/// A `store_minute` row (CONTRACT §4). Delivery durations are kept in integer
+/// milliseconds so sums are exact; they become seconds on output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreMinuteRow {
+    /// Window start, epoch ms.
+    pub window_start: i64,
+    /// The store.
+    pub store_id: Arc<str>,
+    /// Accepted `order_placed`.
+    pub orders_placed: i64,
+    /// Of which `channel = online`.
+    pub online_orders: i64,
+    /// Sum of `qty`.
+    pub items_sold: i64,
+    /// Sum of `total_cents`.
+    pub revenue_cents: i64,
+    /// Accepted `order_picked_up`.
+    pub orders_picked_up: i64,
+    /// Accepted `order_delivered`.
+    pub orders_delivered: i64,
+    /// Accepted `order_cancelled`.
+    pub orders_cancelled: i64,
+    /// Delivery times (ms) of this window's deliveries whose placement is known, sorted.
+    pub delivery_ms: Vec<i64>,
+}
+
+/// A `deliveries` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    /// The order.
+    pub order_id: Box<str>,
+    /// The store of the `order_delivered` event.
+    pub store_id: Arc<str>,
+    /// The rider of the `order_delivered` event.
+    pub rider_id: Box<str>,
+    /// Earliest accepted placement, if any.
+    pub placed_at: Option<i64>,
+    /// Earliest accepted pickup, if any.
+    pub picked_up_at: Option<i64>,
+    /// The delivery's own event time.
+    pub delivered_at: i64,
+}
+
+/// A `store_delivery_5m` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreDeliveryRow {
+    /// Window start, epoch ms.
+    pub window_start: i64,
+    /// The store.
+    pub store_id: Arc<str>,
+    /// Accepted deliveries in the window.
+    pub deliveries: i64,
+    /// Sum of known total delivery times, ms.
+    pub total_ms_sum: i64,
+    /// How many deliveries have a known total.
+    pub total_count: i64,
+}
+
+/// Rows made final and not yet emitted, by table.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Ready {
+    store_minute: Vec<StoreMinuteRow>,
+    deliveries: Vec<DeliveryRow>,
+    store_delivery_5m: Vec<StoreDeliveryRow>,
+}
+
+impl Ready {
+    fn is_empty(&self) -> bool {
+        self.store_minute.is_empty()
+            && self.deliveries.is_empty()
+            && self.store_delivery_5m.is_empty()
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pending {
@@ -151,6 +228,8 @@ pub struct StoreOperator {
     stores: HashSet<Arc<str>>,
     /// Size of `stores` at which ids no window or order uses any more are dropped.
     prune_stores_at: usize,
+    /// Rows made final, until [`Operator::emit`].
+    ready: Ready,
     /// Keyed by `String` so that one lookup finds or opens an order (`entry_ref`).
     orders: HashMap<String, Order>,
     timers: BinaryHeap<Reverse<(i64, Box<str>)>>,
@@ -169,6 +248,7 @@ impl StoreOperator {
             timers: BinaryHeap::new(),
             minutes: BTreeMap::new(),
             slides: BTreeMap::new(),
+            ready: Ready::default(),
         }
     }
 
@@ -261,7 +341,7 @@ impl StoreOperator {
         }
     }
 
-    fn fire_timers(&mut self, wm: i64, out: &mut Curated) {
+    fn fire_timers(&mut self, wm: i64, out: &mut Ready) {
         while let Some(Reverse((due, _))) = self.timers.peek() {
             if *due > wm {
                 break;
@@ -319,7 +399,7 @@ impl StoreOperator {
         }
     }
 
-    fn emit_windows(&mut self, wm: i64, out: &mut Curated) {
+    fn emit_windows(&mut self, wm: i64, out: &mut Ready) {
         let mut done = Vec::new();
         for (&start, stores) in self.minutes.range_mut(..=wm.saturating_sub(MINUTE_MS)) {
             stores.retain(|store, partials| {
@@ -495,15 +575,53 @@ impl Operator for StoreOperator {
         }
     }
 
-    fn on_watermark(&mut self, watermark: i64, out: &mut Curated) {
-        self.fire_timers(watermark, out);
-        self.emit_windows(watermark, out);
+    fn on_watermark(&mut self, watermark: i64) {
+        let mut ready = std::mem::take(&mut self.ready);
+        self.fire_timers(watermark, &mut ready);
+        self.emit_windows(watermark, &mut ready);
+        self.ready = ready;
         // Bounded on an endless stream with ever new stores: an id held only here is
         // no longer used. Pruning when the set has doubled keeps the cost amortised.
         if self.stores.len() >= self.prune_stores_at {
             self.stores.retain(|s| Arc::strong_count(s) > 1);
             self.prune_stores_at = (2 * self.stores.len()).max(1024);
         }
+    }
+
+    fn emit(&mut self, out: &mut Collector<'_>) -> Result<(), ArrowError> {
+        let Ready {
+            mut store_minute,
+            mut deliveries,
+            mut store_delivery_5m,
+        } = std::mem::take(&mut self.ready);
+        store_minute
+            .sort_by(|a, b| (a.window_start, &a.store_id).cmp(&(b.window_start, &b.store_id)));
+        deliveries.sort_by(|a, b| {
+            (a.delivered_at, &a.order_id, &a.rider_id).cmp(&(
+                b.delivered_at,
+                &b.order_id,
+                &b.rider_id,
+            ))
+        });
+        store_delivery_5m
+            .sort_by(|a, b| (a.window_start, &a.store_id).cmp(&(b.window_start, &b.store_id)));
+        if !store_minute.is_empty() {
+            out.emit(Table::StoreMinute, store_minute_batch(&store_minute)?);
+        }
+        if !deliveries.is_empty() {
+            out.emit(Table::Deliveries, deliveries_batch(&deliveries)?);
+        }
+        if !store_delivery_5m.is_empty() {
+            out.emit(
+                Table::StoreDelivery5m,
+                store_delivery_5m_batch(&store_delivery_5m)?,
+            );
+        }
+        Ok(())
+    }
+
+    fn holds_rows(&self) -> bool {
+        !self.ready.is_empty()
     }
 
     fn snapshot(&self) -> Result<BTreeMap<PartitionId, Vec<u8>>, StateError> {
@@ -588,6 +706,114 @@ impl Operator for StoreOperator {
     }
 }
 
+// Arrow conversions of the rows, by the contract's schemas (CONTRACT §4).
+
+fn store_minute_batch(rows: &[StoreMinuteRow]) -> Result<RecordBatch, ArrowError> {
+    let (mut start, mut end, mut store) = (ts(), ts(), StringBuilder::new());
+    let mut ints: Vec<Int64Builder> = (0..7).map(|_| Int64Builder::new()).collect();
+    let (mut sum, mut count, mut p50, mut p95) = (
+        Float64Builder::new(),
+        Int64Builder::new(),
+        Float64Builder::new(),
+        Float64Builder::new(),
+    );
+    for r in rows {
+        start.append_value(r.window_start);
+        end.append_value(r.window_start + MINUTE_MS);
+        store.append_value(&r.store_id);
+        for (b, v) in ints.iter_mut().zip([
+            r.orders_placed,
+            r.online_orders,
+            r.items_sold,
+            r.revenue_cents,
+            r.orders_picked_up,
+            r.orders_delivered,
+            r.orders_cancelled,
+        ]) {
+            b.append_value(v);
+        }
+        sum.append_value(secs(r.delivery_ms.iter().sum()));
+        count.append_value(r.delivery_ms.len() as i64);
+        let seconds: Vec<f64> = r.delivery_ms.iter().map(|&ms| secs(ms)).collect();
+        p50.append_option(percentile_cont(&seconds, 0.5));
+        p95.append_option(percentile_cont(&seconds, 0.95));
+    }
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(start.finish()),
+        Arc::new(end.finish()),
+        Arc::new(store.finish()),
+    ];
+    cols.extend(ints.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    cols.extend([
+        Arc::new(sum.finish()) as ArrayRef,
+        Arc::new(count.finish()),
+        Arc::new(p50.finish()),
+        Arc::new(p95.finish()),
+    ]);
+    RecordBatch::try_new(Table::StoreMinute.schema(), cols)
+}
+
+fn deliveries_batch(rows: &[DeliveryRow]) -> Result<RecordBatch, ArrowError> {
+    let (mut order, mut store, mut rider) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let (mut placed, mut picked, mut delivered) = (ts(), ts(), ts());
+    let (mut prep, mut transit, mut total) = (
+        Float64Builder::new(),
+        Float64Builder::new(),
+        Float64Builder::new(),
+    );
+    for r in rows {
+        order.append_value(&r.order_id);
+        store.append_value(&r.store_id);
+        rider.append_value(&r.rider_id);
+        placed.append_option(r.placed_at);
+        picked.append_option(r.picked_up_at);
+        delivered.append_value(r.delivered_at);
+        prep.append_option(r.placed_at.zip(r.picked_up_at).map(|(p, u)| secs(u - p)));
+        transit.append_option(r.picked_up_at.map(|u| secs(r.delivered_at - u)));
+        total.append_option(r.placed_at.map(|p| secs(r.delivered_at - p)));
+    }
+    RecordBatch::try_new(
+        Table::Deliveries.schema(),
+        vec![
+            Arc::new(order.finish()),
+            Arc::new(store.finish()),
+            Arc::new(rider.finish()),
+            Arc::new(placed.finish()),
+            Arc::new(picked.finish()),
+            Arc::new(delivered.finish()),
+            Arc::new(prep.finish()),
+            Arc::new(transit.finish()),
+            Arc::new(total.finish()),
+        ],
+    )
+}
+
+fn store_delivery_5m_batch(rows: &[StoreDeliveryRow]) -> Result<RecordBatch, ArrowError> {
+    let (mut start, mut end, mut store) = (ts(), ts(), StringBuilder::new());
+    let (mut n, mut avg) = (Int64Builder::new(), Float64Builder::new());
+    for r in rows {
+        start.append_value(r.window_start);
+        end.append_value(r.window_start + SLIDE_SIZE_MS);
+        store.append_value(&r.store_id);
+        n.append_value(r.deliveries);
+        avg.append_option((r.total_count > 0).then(|| secs(r.total_ms_sum) / r.total_count as f64));
+    }
+    RecordBatch::try_new(
+        Table::StoreDelivery5m.schema(),
+        vec![
+            Arc::new(start.finish()),
+            Arc::new(end.finish()),
+            Arc::new(store.finish()),
+            Arc::new(n.finish()),
+            Arc::new(avg.finish()),
+        ],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,40 +833,41 @@ mod tests {
     #[test]
     fn windows_need_only_the_placement_rows_need_the_pickup_too() {
         let mut op = StoreOperator::new(6 * 3_600_000);
-        let mut out = Curated::default();
         op.process(0, &ev(EventType::OrderPlaced, "o", 0));
         op.process(0, &ev(EventType::OrderDelivered, "o", 600));
-        op.on_watermark(T0 + 700_000, &mut out);
+        op.on_watermark(T0 + 700_000);
         // The minute 12:10 is final without a pickup; the deliveries row is not.
-        let minute = out
+        let minute = op
+            .ready
             .store_minute
             .iter()
             .find(|r| r.window_start == T0 + 600_000)
             .unwrap();
         assert_eq!(minute.delivery_ms, vec![600_000]);
-        assert!(out.deliveries.is_empty());
+        assert!(op.ready.deliveries.is_empty());
         // A pickup that arrives later still counts in the row.
         op.process(0, &ev(EventType::OrderPickedUp, "o", 800));
-        op.on_watermark(T0 + 900_000, &mut out);
-        assert_eq!(out.deliveries.len(), 1);
-        assert_eq!(out.deliveries[0].picked_up_at, Some(T0 + 800_000));
+        op.on_watermark(T0 + 900_000);
+        assert_eq!(op.ready.deliveries.len(), 1);
+        assert_eq!(op.ready.deliveries[0].picked_up_at, Some(T0 + 800_000));
     }
 
     #[test]
     fn a_window_waits_for_a_placement_that_arrives_after_the_delivery() {
         let mut op = StoreOperator::new(6 * 3_600_000);
-        let mut out = Curated::default();
         op.process(0, &ev(EventType::OrderDelivered, "o", 60));
-        op.on_watermark(T0 + 300_000, &mut out);
+        op.on_watermark(T0 + 300_000);
         assert!(
-            out.store_minute
+            op.ready
+                .store_minute
                 .iter()
                 .all(|r| r.window_start != T0 + 60_000),
             "held for the join"
         );
         op.process(0, &ev(EventType::OrderPlaced, "o", 400)); // after the delivery: odd but accepted
-        op.on_watermark(T0 + 500_000, &mut out);
-        let minute = out
+        op.on_watermark(T0 + 500_000);
+        let minute = op
+            .ready
             .store_minute
             .iter()
             .find(|r| r.window_start == T0 + 60_000)
@@ -657,9 +884,8 @@ mod tests {
             e.store_id = Some(format!("s{k}").into());
             op.process(0, &e);
             // Rows go to the sink at once, as in the pipeline.
-            let mut out = Curated::default();
-            op.on_watermark(T0 + (k - 10) * 1000, &mut out);
-            rows += out.store_minute.len();
+            op.on_watermark(T0 + (k - 10) * 1000);
+            rows += std::mem::take(&mut op.ready.store_minute).len();
         }
         assert!(op.stores.len() < 2048, "{} ids held", op.stores.len());
         let open: usize = op.minutes.values().map(HashMap::len).sum();
@@ -669,17 +895,16 @@ mod tests {
     #[test]
     fn order_state_expires_after_its_ttl() {
         let mut op = StoreOperator::new(60_000);
-        let mut out = Curated::default();
         op.process(0, &ev(EventType::OrderPlaced, "o", 0));
         op.process(0, &ev(EventType::OrderDelivered, "p", 0));
         assert_eq!(op.open_orders(), 2);
-        op.on_watermark(T0 + 61_000, &mut out);
+        op.on_watermark(T0 + 61_000);
         assert_eq!(op.open_orders(), 0);
         assert_eq!(
-            out.deliveries.len(),
+            op.ready.deliveries.len(),
             1,
             "the orphan delivery is written at expiry"
         );
-        assert_eq!(out.deliveries[0].placed_at, None);
+        assert_eq!(op.ready.deliveries[0].placed_at, None);
     }
 }
