@@ -30,7 +30,7 @@ use crate::partials::PartitionId;
 use crate::raw::{Decoded, DecodedBatch, Decoder, LateRow, RawRows, dead_letter, emit_late};
 use crate::rider::{Credit, RiderOperator};
 use crate::source::{PartitionStatus, PositionStyle, SourceBatch};
-use crate::state::{PipelineState, Section, SectionIn};
+use crate::state::{IdRuns, PipelineState, Section, SectionIn};
 use crate::store::StoreOperator;
 
 /// Settings of the record path.
@@ -516,7 +516,7 @@ impl Pipeline {
                 status: part.status,
                 counters: part.counters,
                 credits_read: part.credits_read.clone(),
-                dedup: self.dedup.partition(id),
+                dedup: self.dedup.partition(id).map(IdRuns),
                 operators: operators.iter_mut().map(|o| o.remove(&id)).collect(),
             };
             sections.push((id, section.encode()?));
@@ -541,7 +541,7 @@ impl Pipeline {
         let state = PipelineState::decode(bytes)?;
         self.forget_all();
         for (id, section) in state.sections {
-            if let Err(e) = self.load_section(id, section) {
+            if let Err(e) = self.load_section(id, section, state.version) {
                 self.forget_all();
                 return Err(e);
             }
@@ -642,7 +642,7 @@ impl Pipeline {
             )));
         };
         self.forget(part);
-        let loaded = self.load_section(part, section);
+        let loaded = self.load_section(part, section, state.version);
         if loaded.is_err() {
             self.forget(part);
         } else {
@@ -699,8 +699,13 @@ impl Pipeline {
         self.parts.keys().copied().collect()
     }
 
-    fn load_section(&mut self, part: PartitionId, bytes: &[u8]) -> Result<(), StateError> {
-        let section = SectionIn::decode(bytes)?;
+    fn load_section(
+        &mut self,
+        part: PartitionId,
+        bytes: &[u8],
+        version: u32,
+    ) -> Result<(), StateError> {
+        let section = SectionIn::decode(bytes, version)?;
         if section.operators.len() != self.operators().len() {
             return Err(StateError::Mismatch(format!(
                 "{} operators in the state, {} here",
