@@ -164,7 +164,7 @@ impl<'de> serde::Deserialize<'de> for RunIn {
                 f.write_str("a byte string of 16-byte ids")
             }
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<RunIn, E> {
-                if v.len() % 16 != 0 {
+                if !v.len().is_multiple_of(16) {
                     return Err(E::invalid_length(v.len(), &self));
                 }
                 let ids = v.chunks_exact(16).map(|c| {
