@@ -26,20 +26,12 @@
 # RATE × DURATION × 210 bytes of disk, removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rushhour-target}"
 rate="${1:-200000}"
 duration="${2:-60s}"
 latenesses="${3:-10s,5m}"
 intervals="${4:-1s,5s}"
-cargo build --release --quiet
-bin="$CARGO_TARGET_DIR/release/rushhour"
-work="$(mktemp -d)"
-cleanup() {
-  kill "${gen:-}" "${proc:-}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=benches/live.sh
+. benches/live.sh
 
 cat >"$work/latency.py" <<'EOF'
 """Joins the generator's flush trace with the processor's publish trace."""

@@ -15,19 +15,11 @@
 # time advances with the wall clock here). Not a test: it takes DURATION.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rushhour-target}"
 rate="${1:-20000}"
 duration="${2:-30m}"
 every="${3:-10}"
-cargo build --release --quiet
-bin="$CARGO_TARGET_DIR/release/rushhour"
-work="$(mktemp -d)"
-cleanup() {
-  kill "${gen:-}" "${proc:-}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=benches/live.sh
+. benches/live.sh
 
 start=$(date +%s)
 "$bin" generate --to "log:$work/log" --rate "$rate" --duration "$duration" \

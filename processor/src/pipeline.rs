@@ -148,6 +148,9 @@ pub struct Pipeline {
     outgoing: BTreeMap<PartitionId, Vec<Credit>>,
     /// `late_events` rows not yet handed to the sink.
     late: Vec<LateRow>,
+    /// The decoder of [`process_batch`](Self::process_batch), where decoding runs on
+    /// the caller's thread (the runtime gives its reader a [`decoder`](Self::decoder)).
+    decoder: Decoder,
     ready: Vec<TableBatch>,
 }
 
@@ -174,6 +177,7 @@ impl Pipeline {
         operators: Vec<Box<dyn Operator>>,
     ) -> Pipeline {
         Pipeline {
+            decoder: Decoder::new(source, style.clone(), cfg.max_future_ms),
             parts: BTreeMap::new(),
             cfg,
             source: source.to_owned(),
@@ -351,7 +355,7 @@ impl Pipeline {
         batch: &SourceBatch,
         ingest_time: i64,
     ) -> Result<(), PipelineError> {
-        let decoded = self.decoder().decode(batch, ingest_time)?;
+        let decoded = self.decoder.decode(batch, ingest_time)?;
         self.process_decoded(batch, decoded)
     }
 
