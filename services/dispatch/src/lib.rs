@@ -1,0 +1,1 @@
+//! The dispatch service (work in progress: see issue 11).

@@ -1,0 +1,1 @@
+//! The order service (work in progress: see issue 11).
