@@ -19,12 +19,17 @@
 #           127.0.0.1:${RUSHHOUR_S3_PORT:-5000}. About 40 s to install.
 #   kinesis kinesis-mock (npm `kinesis-local`, Node.js) on 127.0.0.1:${RUSHHOUR_KINESIS_PORT:-4568}
 #           (plain HTTP; it would bind every interface, so a preload pins it to loopback).
+#   postgres PostgreSQL (Debian's `postgresql` package, apt-installed when missing), a
+#           private cluster made fresh at each start on 127.0.0.1:${RUSHHOUR_POSTGRES_PORT:-55432},
+#           user and database `rushhour`, trust authentication (loopback only). As root it
+#           runs as the package's `postgres` user (the server refuses root), with its data
+#           under /tmp; otherwise as the caller, under the stack directory.
 #
 # The AWS services print the standard AWS settings too (test credentials, us-east-1 and
 # the endpoint variables the SDKs and object_store read).
 set -euo pipefail
 STACK_DIR="${RUSHHOUR_STACK_DIR:-$HOME/.cache/rushhour-stack}"
-ALL_SERVICES=(kafka s3 kinesis)
+ALL_SERVICES=(kafka s3 kinesis postgres)
 
 TANSU_VERSION=0.6.0
 KAFKA_PORT="${RUSHHOUR_KAFKA_PORT:-9092}"
@@ -180,10 +185,79 @@ JS
   echo "export AWS_ENDPOINT_URL_KINESIS=http://127.0.0.1:$KINESIS_PORT"
 }
 
+# --- postgres (Debian's package) ------------------------------------------------------
+POSTGRES_PORT="${RUSHHOUR_POSTGRES_PORT:-55432}"
+
+pg_bin() { # the newest installed server's bin directory, or nothing
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
+}
+
+install_postgres() {
+  [ -n "$(pg_bin)" ] && return
+  log "installing PostgreSQL (Debian's postgresql package)"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  # The package would create and start a cluster of its own on 5432; the stack runs a
+  # private one instead, so service starts are refused while it installs.
+  local policy=/usr/sbin/policy-rc.d own_policy=""
+  if ! [ -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    own_policy=1
+  fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+  [ -n "$own_policy" ] && $sudo rm -f "$policy"
+  [ -n "$(pg_bin)" ] || { log "PostgreSQL did not install"; return 1; }
+}
+
+# As root the server runs as `postgres` (it refuses root) with its data where that user
+# can reach it; otherwise as the caller.
+pg_as() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_data() {
+  if [ "$(id -u)" -eq 0 ]; then echo "/tmp/rushhour-stack-postgres"; else echo "$STACK_DIR/postgres"; fi
+}
+
+start_postgres() {
+  install_postgres
+  local bin data
+  bin=$(pg_bin)
+  data=$(pg_data)
+  if ! running postgres; then
+    # A fresh cluster each time the stack starts: tests make databases of their own.
+    rm -rf "$data"
+    mkdir -p "$data"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$data"
+    pg_as "$bin/initdb" -D "$data/db" -U rushhour --auth=trust -E UTF8 >"$STACK_DIR/postgres.log" 2>&1
+    pg_as "$bin/pg_ctl" -D "$data/db" -l "$data/server.log" -w -t 60 \
+      -o "-h 127.0.0.1 -p $POSTGRES_PORT -k $data -c max_connections=200 -c fsync=off" start >>"$STACK_DIR/postgres.log" 2>&1 \
+      || { log "PostgreSQL did not start; its log:"; tail -n 30 "$data/server.log" >&2; return 1; }
+    head -n 1 "$data/db/postmaster.pid" >"$STACK_DIR/postgres.pid"
+    pg_as "$bin/createdb" -h 127.0.0.1 -p "$POSTGRES_PORT" -U rushhour rushhour >>"$STACK_DIR/postgres.log" 2>&1
+    log "postgres ($("$bin/postgres" --version | awk '{print $3}')) on 127.0.0.1:$POSTGRES_PORT"
+  fi
+  echo "export RUSHHOUR_POSTGRES=postgres://rushhour@127.0.0.1:$POSTGRES_PORT/rushhour"
+}
+
+stop_postgres() {
+  local bin data
+  bin=$(pg_bin) || true
+  data=$(pg_data)
+  if [ -n "$bin" ] && [ -e "$data/db/postmaster.pid" ]; then
+    pg_as "$bin/pg_ctl" -D "$data/db" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+}
+
 # --- the commands --------------------------------------------------------------------
 stop_one() {
   local pidfile="$STACK_DIR/$1.pid"
   [ -e "$pidfile" ] || return 0
+  if [ "$1" = postgres ]; then stop_postgres; fi
   local pid
   pid=$(cat "$pidfile")
   if kill "$pid" 2>/dev/null; then

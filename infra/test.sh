@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rushhour-target}"
 
 trap 'infra/local-stack.sh stop' EXIT
-# The servers the tests use: the Kafka broker, S3 (moto) and Kinesis (kinesis-local).
-eval "$(infra/local-stack.sh start kafka s3 kinesis)"
+# The servers the tests use: the Kafka broker, S3 (moto), Kinesis (kinesis-local) and
+# PostgreSQL (the order service's database).
+eval "$(infra/local-stack.sh start kafka s3 kinesis postgres)"
 
 cargo test --workspace --all-targets "$@"

@@ -60,6 +60,22 @@ pub enum Command {
     ///
     /// Example: rushhour checkpoints --lake ./lake verify --json
     Checkpoints(CheckpointsArgs),
+    /// Run the ordering services: orders against store inventory, over HTTP.
+    ///
+    /// Orders are accepted only when the store can make them (every raw material of
+    /// every item's recipe reserved in one database transaction); accepted orders and
+    /// cancellations go to --to as the contract's events, supplier purchase orders to
+    /// --purchase-orders-to. The catalogue (stores, menus, prices) is the generator's
+    /// city for --seed and --stores, put into an empty database at start.
+    ///
+    /// API: GET /stores, GET /stores/{id}, GET /stores/{id}/stock,
+    /// PUT /stores/{id}/stock/{material} {"amount": N}, POST /orders (optional
+    /// Idempotency-Key header), GET /orders/{id}, POST /orders/{id}/cancel,
+    /// GET /purchase-orders[?status=open], POST /purchase-orders/{id}/receive.
+    ///
+    /// Example: rushhour serve --to log:./stream
+    /// then: curl -X POST localhost:8080/orders -d '{"store_id":"store-001","items":[{"product_id":"margherita","qty":1}]}'
+    Serve(ServeArgs),
 }
 
 /// Parses a duration written like `500ms`, `10s`, `2m` or `6h`.
@@ -101,6 +117,13 @@ fn parse_positive_rate(text: &str) -> Result<f64, String> {
         _ => Err(format!(
             "`{text}` is not a positive number of events per second"
         )),
+    }
+}
+
+fn parse_metres(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{text}` is not a positive distance in metres")),
     }
 }
 
@@ -156,13 +179,68 @@ impl StreamOutArgs {
     }
 }
 
+/// `rushhour serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// The database: postgres://USER@HOST:PORT/DB, or sqlite:PATH. Without it, an
+    /// embedded SQLite file in the working directory (rushhour-services.db).
+    #[arg(long, env = "RUSHHOUR_DB")]
+    pub db: Option<String>,
+    /// Where order events go, as for `generate --to`.
+    #[arg(long, value_parser = parse_endpoint, default_value = "log:./stream")]
+    pub to: Endpoint,
+    /// Where purchase-order events go (their own stream; the processor does not read
+    /// them). Default: beside --to, with -purchase-orders added to the topic, stream,
+    /// log directory or file name.
+    #[arg(long, value_parser = parse_endpoint)]
+    pub purchase_orders_to: Option<Endpoint>,
+    /// Seed of the city whose stores and menus an empty database is filled with (the
+    /// same seed as `generate --seed` gives the same stores and prices).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Number of stores put into an empty database.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stores: u32,
+    /// Connections to PostgreSQL (SQLite always uses one).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_connections: u32,
+    /// Quote delivery ETAs from this lake's store_delivery_5m (the store's newest
+    /// window, else the city's), as `process` writes it. Without: a fixed 35 minutes
+    /// (15 for pickup).
+    #[arg(long)]
+    pub eta_lake: Option<String>,
+    /// How often --eta-lake is re-read.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub eta_refresh: Duration,
+    /// Riders farther than this many metres from the store are not offered its
+    /// orders; with nobody closer the delivery is declined (the order cancelled with
+    /// reason no_rider_nearby).
+    #[arg(long, default_value_t = 5000.0, value_parser = parse_metres)]
+    pub max_rider_distance: f64,
+    /// An offer a rider has not answered in this long goes to the next nearest rider.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub offer_timeout: Duration,
+    #[command(flatten)]
+    pub stream: StreamOutArgs,
+}
+
 /// `rushhour generate`
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// Where to write: file:PATH, file:- (stdout), log:DIR, kafka://HOST:PORT/TOPIC or
     /// kinesis://STREAM (AWS settings from the environment).
-    #[arg(long, value_parser = parse_endpoint)]
-    pub to: Endpoint,
+    #[arg(long, value_parser = parse_endpoint, required_unless_present = "via")]
+    pub to: Option<Endpoint>,
+    /// Instead of writing events, drive the ordering services at this URL (e.g.
+    /// http://127.0.0.1:8080, `rushhour serve`) with the simulation's customers and
+    /// riders: orders, cancellations, pings, pickups and deliveries as HTTP requests.
+    /// The services emit the events (to their own --to); a summary of orders accepted,
+    /// rejected and declined is printed. Sends as fast as the services answer.
+    #[arg(long, conflicts_with_all = ["to", "rate"])]
+    pub via: Option<String>,
     /// Stop after this many orders have been placed (their lifecycles complete).
     /// Without --orders and --duration: 1000 orders.
     #[arg(long, conflicts_with = "rate")]

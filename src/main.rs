@@ -53,6 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => commands::replay::run(&args, &stop),
         Command::Demo(args) => commands::demo::run(&args, &stop),
         Command::Checkpoints(args) => commands::checkpoints::run(&args),
+        Command::Serve(args) => commands::serve::run(&args, &stop),
     }
 }
 

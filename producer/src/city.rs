@@ -249,3 +249,38 @@ mod tests {
         assert_eq!(single.pick_store(&mut rng), 0);
     }
 }
+
+/// A store as a seed draws it: where it is and what it sells at what price. The ordering
+/// services (`services/orders`) sell from these, so that `serve` and `generate` with the
+/// same seed and store count describe the same city.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreListing {
+    /// `store-001`, … (the partition key of its order events).
+    pub id: String,
+    /// Latitude, degrees.
+    pub lat: f64,
+    /// Longitude, degrees.
+    pub lon: f64,
+    /// Added once to every delivered order's total.
+    pub delivery_fee_cents: i64,
+    /// Product ids with this store's prices, in catalogue order.
+    pub menu: Vec<(&'static str, i64)>,
+}
+
+/// The stores of the city that `SimConfig { seed, stores, .. }` simulates.
+pub fn stores(seed: u64, n: u32) -> Vec<StoreListing> {
+    use rand::SeedableRng;
+    // The simulation draws its city first from the same generator (sim::Core::new).
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    City::generate(&mut rng, n)
+        .stores
+        .into_iter()
+        .map(|s| StoreListing {
+            id: s.id,
+            lat: s.loc.y(),
+            lon: s.loc.x(),
+            delivery_fee_cents: s.delivery_fee_cents,
+            menu: s.menu.iter().map(|p| (p.id, p.price_cents)).collect(),
+        })
+        .collect()
+}

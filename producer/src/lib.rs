@@ -61,6 +61,7 @@ pub mod sink;
 
 use std::path::PathBuf;
 
+pub use city::{StoreListing, stores};
 pub use knobs::Knobs;
 pub use run::{Report, RunLimits, generate};
 pub use sim::{DEFAULT_START_MS, Produced, SimConfig, Simulation};

@@ -62,7 +62,8 @@ pub fn run(args: &DemoArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     let start =
         rushhour_schemas::time::parse_rfc3339_millis("2026-11-20T12:00:00Z").unwrap_or_default();
     let gen_args = GenerateArgs {
-        to: Endpoint::Log(log_dir.clone()),
+        to: Some(Endpoint::Log(log_dir.clone())),
+        via: None,
         orders: Some(args.orders),
         rate: None,
         duration: None,

@@ -1,10 +1,12 @@
 //! `rushhour generate`: the simulation into a stream.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use rushhour_producer::{Knobs, Report, RunLimits, SimConfig, generate, open_sink};
+use rushhour_producer::{
+    Knobs, Produced, Report, RunLimits, SimConfig, Simulation, generate, open_sink,
+};
 
 use crate::cli::GenerateArgs;
 use crate::progress::{human, spinner};
@@ -49,8 +51,11 @@ pub fn run_generate(
         rate: args.rate,
         duration: args.duration,
     };
-    let mut sink = open_sink(&args.to, &args.stream.sink_options())
-        .with_context(|| format!("cannot open {}", args.to))?;
+    let Some(to) = &args.to else {
+        anyhow::bail!("generate needs --to SINK (or --via URL)");
+    };
+    let mut sink =
+        open_sink(to, &args.stream.sink_options()).with_context(|| format!("cannot open {to}"))?;
     let bar = spinner(quiet);
     let report = generate(
         &config,
@@ -72,12 +77,74 @@ pub fn run_generate(
         Ok(r) => Ok(r),
         // `rushhour generate --to file:- | head` is not an error.
         Err(e) if e.is_broken_pipe() => Ok(Report::default()),
-        Err(e) => Err(e).with_context(|| format!("generating into {}", args.to)),
+        Err(e) => Err(e).with_context(|| format!("generating into {to}")),
     }
+}
+
+/// `rushhour generate --via URL`: the simulation through the ordering services.
+fn run_via(args: &GenerateArgs, url: &str, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    let config = sim_config(args);
+    let orders = args.orders.unwrap_or(DEFAULT_ORDERS);
+    let mut sim = Simulation::new(&config, Some(orders))?;
+    let mut record = Produced::default();
+    let records = std::iter::from_fn(|| {
+        (!stop.load(Ordering::SeqCst) && sim.next_into(&mut record)).then(|| record.payload.clone())
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let bar = spinner(false);
+    let started = std::time::Instant::now();
+    let report = rt.block_on(rushhour_orders::drive::drive(url, records, |r| {
+        bar.set_message(format!(
+            "{} records · {} requests · {} orders accepted, {} rejected, {} delivered",
+            human(r.records as f64),
+            human(r.requests as f64),
+            r.accepted,
+            r.rejected,
+            r.delivered
+        ));
+    }));
+    bar.finish_and_clear();
+    let r = report.with_context(|| format!("driving the services at {url}"))?;
+    let secs = started.elapsed().as_secs_f64();
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "drove {url} with {} records in {secs:.1}s ({:.0} requests/s): orders accepted {}, \
+             rejected {}, cancelled {}, deliveries declined {}, picked up {}, delivered {}; \
+             {} rider pings; {} unexpected answers",
+            r.records,
+            r.requests as f64 / secs.max(1e-9),
+            r.accepted,
+            r.rejected,
+            r.cancelled,
+            r.declined,
+            r.picked_up,
+            r.delivered,
+            r.pings,
+            r.errors
+        );
+    }
+    let summary = serde_json::json!({
+        "records": r.records, "requests": r.requests, "accepted": r.accepted,
+        "rejected": r.rejected, "cancelled": r.cancelled, "declined": r.declined,
+        "picked_up": r.picked_up, "delivered": r.delivered, "pings": r.pings,
+        "errors": r.errors,
+    });
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{summary}");
+    }
+    Ok(())
 }
 
 /// `rushhour generate`.
 pub fn run(args: &GenerateArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    if let Some(url) = &args.via {
+        return run_via(args, url, stop);
+    }
     let report = run_generate(args, stop, false)?;
     let mut line = format!(
         "generated {} events ({} orders, {:.1} MB) in {:.2}s: {:.0} events/s",

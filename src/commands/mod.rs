@@ -6,3 +6,4 @@ pub mod generate;
 pub mod process;
 pub mod query;
 pub mod replay;
+pub mod serve;

@@ -18,6 +18,7 @@ mod aws;
 mod kafka;
 mod ownership;
 mod recovery;
+mod services;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rushhour"))
@@ -167,7 +168,7 @@ fn query_json(lake: &Path, sql: &str) -> Vec<serde_json::Value> {
 #[test]
 fn help_teaches_every_subcommand() {
     let o = ok(&["--help"]);
-    for sub in ["generate", "process", "query", "demo"] {
+    for sub in ["generate", "process", "query", "demo", "serve"] {
         assert!(stdout(&o).contains(sub));
         let h = ok(&[sub, "--help"]);
         assert!(stdout(&h).contains("Usage"), "{sub}");
