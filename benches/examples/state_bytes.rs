@@ -1,7 +1,10 @@
 //! Bytes of memory per open order and per de-duplication id, measured rather than
 //! estimated: the process's resident set before and after holding N of them.
 //!
-//! `cargo run --release -p rushhour-benches --example state_bytes [N]` (default 1,000,000).
+//! `cargo run --release -p rushhour-benches --example state_bytes [N] [orders|ids]`
+//! (default 1,000,000, both). Each measurement wants a process of its own (memory freed
+//! by one is reused by the next without the resident set growing): run the two kinds
+//! separately for clean figures.
 //! Realistic ids (the generator's shapes: `o-…`, `s-…`, uuid-like event ids); each order
 //! is placed and picked up but not delivered, so it stays open with its join state and
 //! its expiry timer. The figure includes the hash tables' slack at whatever load factor
@@ -84,9 +87,13 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    let what = std::env::args().nth(2).unwrap_or_default();
     println!("| held | what | resident bytes | bytes each |");
     println!("|---|---|---|---|");
     for size in [n / 2, n] {
+        if what == "ids" {
+            break;
+        }
         let (bytes, held) = open_orders(size);
         println!(
             "| {held} | open orders (placed + picked up) | {bytes} | {:.0} |",
@@ -94,6 +101,9 @@ fn main() {
         );
     }
     for size in [n / 2, n] {
+        if what == "orders" {
+            break;
+        }
         let (bytes, held) = ids(size);
         println!(
             "| {held} | de-duplication ids | {bytes} | {:.0} |",

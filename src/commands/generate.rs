@@ -132,6 +132,10 @@ fn run_via(args: &GenerateArgs, url: &str, stop: &Arc<AtomicBool>) -> anyhow::Re
         "rejected": r.rejected, "cancelled": r.cancelled, "declined": r.declined,
         "picked_up": r.picked_up, "delivered": r.delivered, "pings": r.pings,
         "errors": r.errors,
+        "orders_per_s": (r.accepted + r.rejected) as f64 / secs.max(1e-9),
+        "requests_per_s": r.requests as f64 / secs.max(1e-9),
+        "order_p50_ms": r.order_latency_ms(0.5),
+        "order_p99_ms": r.order_latency_ms(0.99),
     });
     #[allow(clippy::print_stdout)]
     {

@@ -40,6 +40,21 @@ pub struct DriveReport {
     pub pings: u64,
     /// Requests answered with anything unexpected (logged).
     pub errors: u64,
+    /// Latency of each `POST /orders`, microseconds, in order sent.
+    pub order_latency_us: Vec<u64>,
+}
+
+impl DriveReport {
+    /// The `q` quantile (0..=1) of `POST /orders` latency, milliseconds.
+    pub fn order_latency_ms(&self, q: f64) -> Option<f64> {
+        let mut v = self.order_latency_us.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let i = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        Some(v[i] as f64 / 1000.0)
+    }
 }
 
 /// Errors that stop a run.
@@ -115,9 +130,12 @@ impl Driver {
                     "customer_id": ev["customer_id"],
                 });
                 let key = ev["event_id"].as_str().map(str::to_owned);
+                let sent = std::time::Instant::now();
                 let (status, got) = self
                     .call(reqwest::Method::POST, "/orders", body, key.as_deref())
                     .await?;
+                let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.report.order_latency_us.push(took);
                 match (status, order, got["order_id"].as_str()) {
                     (StatusCode::CREATED, Some(sim), Some(id)) => {
                         self.report.accepted += 1;
