@@ -468,23 +468,6 @@ fn s3_faults_mid_run_cost_nothing() {
     assert_same_tables(&tables(Path::new(&lake)), &want_tables, &[]);
 }
 
-/// Raw rows in `lake` (0 before the first publish).
-fn raw_rows(lake: &str) -> u64 {
-    let o = crate::run(&[
-        "query",
-        "--lake",
-        lake,
-        "--format",
-        "csv",
-        "SELECT count(*) FROM raw_events",
-    ]);
-    stdout(&o)
-        .lines()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_split_and_a_merge_while_process_follows_the_stream() {
     let dir = tempfile::tempdir().unwrap();
@@ -522,11 +505,11 @@ fn a_split_and_a_merge_while_process_follows_the_stream() {
     kinesis.put(&stream, &lines[2 * third..]);
     // Every record reaches the lake while it follows.
     let deadline = std::time::Instant::now() + Duration::from_secs(180);
-    while raw_rows(&lake) < raw_total {
+    while crate::raw_rows(&lake) < raw_total {
         assert!(
             std::time::Instant::now() < deadline,
             "the follower did not read every record: {} of {raw_total}",
-            raw_rows(&lake)
+            crate::raw_rows(&lake)
         );
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -75,6 +75,24 @@ fn published(lake: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Raw rows in `lake` (0 before the first publish).
+fn raw_rows(lake: impl AsRef<std::ffi::OsStr>) -> u64 {
+    let lake = lake.as_ref().to_str().expect("a UTF-8 lake path");
+    let o = run(&[
+        "query",
+        "--lake",
+        lake,
+        "--format",
+        "csv",
+        "SELECT count(*) FROM raw_events",
+    ]);
+    stdout(&o)
+        .lines()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 fn fails(args: &[&str], code: i32, needle: &str) {
     let o = run(args);
     assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
