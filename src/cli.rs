@@ -50,6 +50,12 @@ pub enum Command {
     /// Example: rushhour query --lake ./lake "SELECT store_id, sum(revenue_cents) FROM store_minute GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
     Query(QueryArgs),
     /// A busy lunch hour end to end: generate into log:, process into a lake, query it.
+    ///
+    /// With --services, the whole loop instead: simulated customers and riders order
+    /// through the ordering services (embedded SQLite), whose events go to log:, are
+    /// processed into the lake, and come back as the ETAs quoted to the next orders.
+    ///
+    /// Example: rushhour demo --services --orders 2000
     Demo(DemoArgs),
     /// Show every checkpoint of a lake's pipelines, and who holds each pipeline's lease.
     ///
@@ -241,6 +247,15 @@ pub struct GenerateArgs {
     /// rejected and declined is printed. Sends as fast as the services answer.
     #[arg(long, conflicts_with_all = ["to", "rate"])]
     pub via: Option<String>,
+    /// With --via: concurrent clients. Each carries its own orders from placement to
+    /// delivery (records are shared out by order, pings by rider).
+    #[arg(long, default_value_t = 4, requires = "via",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub clients: u32,
+    /// With --via: how often the simulated suppliers deliver every open purchase order
+    /// (0s: never, so stock runs out and orders are refused).
+    #[arg(long, value_parser = parse_duration, default_value = "1s", requires = "via")]
+    pub restock_every: Duration,
     /// Stop after this many orders have been placed (their lifecycles complete).
     /// Without --orders and --duration: 1000 orders.
     #[arg(long, conflicts_with = "rate")]
@@ -483,10 +498,26 @@ pub struct DemoArgs {
     /// Working directory for the stream log and the lake (its log/ and lake/ are replaced).
     #[arg(long, default_value = "rushhour-demo")]
     pub dir: PathBuf,
-    /// Orders in the lunch hour.
-    #[arg(long, default_value_t = 18_000)]
-    pub orders: u64,
+    /// Orders in the lunch hour (default 18,000; with --services 2,000 in the first
+    /// wave and a tenth of that in the second).
+    #[arg(long)]
+    pub orders: Option<u64>,
     /// Seed of the simulation.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Run the whole loop through the ordering services (`rushhour serve`, in this
+    /// process, on an embedded SQLite in the working directory): customers → services →
+    /// log: → process → lake → ETAs quoted by the services. Two waves of orders: the
+    /// first is quoted default ETAs (the lake is empty), the second is quoted from the
+    /// delivery times the first one left in the lake.
+    #[arg(long)]
+    pub services: bool,
+    /// With --services: the database instead of the embedded SQLite, e.g.
+    /// postgres://user@127.0.0.1:5432/db (its catalogue is kept).
+    #[arg(long, requires = "services")]
+    pub db: Option<String>,
+    /// With --services: concurrent simulated clients.
+    #[arg(long, default_value_t = 4, requires = "services",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub clients: u32,
 }

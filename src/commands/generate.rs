@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
+use rushhour_orders::drive::{DriveOptions, DriveReport};
 use rushhour_producer::{
     Knobs, Produced, Report, RunLimits, SimConfig, Simulation, generate, open_sink,
 };
@@ -81,8 +82,15 @@ pub fn run_generate(
     }
 }
 
-/// `rushhour generate --via URL`: the simulation through the ordering services.
-fn run_via(args: &GenerateArgs, url: &str, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+/// The simulation of `args` through the ordering services at `url` (`args.clients`
+/// concurrent clients), with a progress line unless `quiet`. Returns the report and
+/// the seconds it took.
+pub fn drive_services(
+    args: &GenerateArgs,
+    url: &str,
+    stop: &Arc<AtomicBool>,
+    quiet: bool,
+) -> anyhow::Result<(DriveReport, f64)> {
     let config = sim_config(args);
     let orders = args.orders.unwrap_or(DEFAULT_ORDERS);
     let mut sim = Simulation::new(&config, Some(orders))?;
@@ -90,13 +98,27 @@ fn run_via(args: &GenerateArgs, url: &str, stop: &Arc<AtomicBool>) -> anyhow::Re
     let records = std::iter::from_fn(|| {
         (!stop.load(Ordering::SeqCst) && sim.next_into(&mut record)).then(|| record.payload.clone())
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("drive")
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let bar = spinner(false);
+    let bar = spinner(quiet);
     let started = std::time::Instant::now();
-    let report = rt.block_on(rushhour_orders::drive::drive(url, records, |r| {
+    let options = DriveOptions {
+        clients: args.clients as usize,
+        restock_every: (!args.restock_every.is_zero()).then_some(args.restock_every),
+        // This run's customers: running the same simulation again orders again.
+        key_prefix: format!(
+            "{:x}-",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        ),
+    };
+    let report = rt.block_on(rushhour_orders::drive::drive(url, records, options, |r| {
         bar.set_message(format!(
             "{} records · {} requests · {} orders accepted, {} rejected, {} delivered",
             human(r.records as f64),
@@ -108,30 +130,43 @@ fn run_via(args: &GenerateArgs, url: &str, stop: &Arc<AtomicBool>) -> anyhow::Re
     }));
     bar.finish_and_clear();
     let r = report.with_context(|| format!("driving the services at {url}"))?;
-    let secs = started.elapsed().as_secs_f64();
+    Ok((r, started.elapsed().as_secs_f64()))
+}
+
+/// One line on what a drive did.
+pub fn drive_line(url: &str, clients: u32, r: &DriveReport, secs: f64) -> String {
+    format!(
+        "drove {url} with {} records from {clients} clients in {secs:.1}s ({:.0} requests/s): \
+         orders accepted {} ({} with an ETA from the lake), rejected {}, cancelled {}, \
+         deliveries declined {}, picked up {}, delivered {}; {} rider pings; \
+         {} purchase orders delivered; {} unexpected answers",
+        r.records,
+        r.requests as f64 / secs.max(1e-9),
+        r.accepted,
+        r.eta_from_lake,
+        r.rejected,
+        r.cancelled,
+        r.declined,
+        r.picked_up,
+        r.delivered,
+        r.pings,
+        r.restocked,
+        r.errors
+    )
+}
+
+/// `rushhour generate --via URL`: the simulation through the ordering services.
+fn run_via(args: &GenerateArgs, url: &str, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    let (r, secs) = drive_services(args, url, stop, false)?;
     #[allow(clippy::print_stderr)]
     {
-        eprintln!(
-            "drove {url} with {} records in {secs:.1}s ({:.0} requests/s): orders accepted {}, \
-             rejected {}, cancelled {}, deliveries declined {}, picked up {}, delivered {}; \
-             {} rider pings; {} unexpected answers",
-            r.records,
-            r.requests as f64 / secs.max(1e-9),
-            r.accepted,
-            r.rejected,
-            r.cancelled,
-            r.declined,
-            r.picked_up,
-            r.delivered,
-            r.pings,
-            r.errors
-        );
+        eprintln!("{}", drive_line(url, args.clients, &r, secs));
     }
     let summary = serde_json::json!({
         "records": r.records, "requests": r.requests, "accepted": r.accepted,
         "rejected": r.rejected, "cancelled": r.cancelled, "declined": r.declined,
         "picked_up": r.picked_up, "delivered": r.delivered, "pings": r.pings,
-        "errors": r.errors,
+        "errors": r.errors, "restocked": r.restocked, "eta_from_lake": r.eta_from_lake, "clients": args.clients,
         "orders_per_s": (r.accepted + r.rejected) as f64 / secs.max(1e-9),
         "requests_per_s": r.requests as f64 / secs.max(1e-9),
         "order_p50_ms": r.order_latency_ms(0.5),

@@ -267,26 +267,34 @@ fn the_whole_loop_runs_from_generate_via_the_services_into_the_lake() {
     let addr = served.addr.clone();
 
     // The same seed as serve's catalogue (its default, 1): the same stores and menus.
-    let o = ok(&[
-        "generate",
-        "--via",
-        &format!("http://{addr}"),
-        "--orders",
-        "60",
-        "--seed",
-        "1",
-    ]);
-    let drove = summary(&o);
-    assert_eq!(drove["errors"], 0, "{drove}");
-    let accepted = drove["accepted"].as_i64().unwrap();
-    let delivered = drove["delivered"].as_i64().unwrap();
-    assert!(accepted > 50, "{drove}");
-    assert!(delivered > 0, "{drove}");
-    assert_eq!(
-        drove["picked_up"].as_i64().unwrap(),
-        delivered,
-        "every pickup is delivered by the end: {drove}"
-    );
+    // Run twice: the second run is new customers (its own idempotency keys), not
+    // retries of the first, and runs from one client.
+    let drive = |orders: &str, clients: &str| {
+        let o = ok(&[
+            "generate",
+            "--via",
+            &format!("http://{addr}"),
+            "--orders",
+            orders,
+            "--seed",
+            "1",
+            "--clients",
+            clients,
+        ]);
+        let drove = summary(&o);
+        assert_eq!(drove["errors"], 0, "{drove}");
+        assert_eq!(
+            drove["picked_up"], drove["delivered"],
+            "every pickup is delivered by the end: {drove}"
+        );
+        drove
+    };
+    let (one, two) = (drive("60", "3"), drive("10", "1"));
+    let n = |k: &str| one[k].as_i64().unwrap() + two[k].as_i64().unwrap();
+    let (accepted, delivered) = (n("accepted"), n("delivered"));
+    assert!(one["accepted"].as_i64().unwrap() > 50, "{one}");
+    assert!(two["accepted"].as_i64().unwrap() > 5, "{two}");
+    assert!(delivered > 0, "{one} {two}");
 
     served.stop();
     ok(&[
@@ -314,7 +322,7 @@ fn the_whole_loop_runs_from_generate_via_the_services_into_the_lake() {
         delivered,
         "{totals:?}"
     );
-    let cancelled = drove["cancelled"].as_i64().unwrap() + drove["declined"].as_i64().unwrap();
+    let cancelled = n("cancelled") + n("declined");
     assert_eq!(
         totals[0]["cancelled"].as_i64().unwrap(),
         cancelled,
@@ -325,4 +333,32 @@ fn the_whole_loop_runs_from_generate_via_the_services_into_the_lake() {
         "SELECT COUNT(*) AS n FROM deliveries WHERE total_s IS NOT NULL",
     );
     assert_eq!(deliveries[0]["n"].as_i64().unwrap(), delivered);
+}
+
+/// `demo --services`: the whole loop from one command, the lake agreeing with the
+/// services and the second wave quoted from the first one's delivery times.
+#[test]
+fn demo_with_services_closes_the_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let args = [
+        "demo",
+        "--services",
+        "--dir",
+        demo.to_str().unwrap(),
+        "--orders",
+        "150",
+    ];
+    let o = ok(&args);
+    let out = stdout(&o);
+    let summary: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(summary["lake_matches_services"], true, "{summary}");
+    assert_eq!(summary["first_wave"]["eta_from_lake"], 0, "{summary}");
+    let second = &summary["second_wave"];
+    assert!(second["accepted"].as_u64().unwrap() > 0, "{summary}");
+    assert!(second["eta_from_lake"].as_u64().unwrap() > 0, "{summary}");
+    assert!(out.contains("the lake agrees"), "{out}");
+    // Run again in the same directory: it replaces what it made.
+    let o = ok(&args);
+    assert!(stdout(&o).contains("the lake agrees"));
 }

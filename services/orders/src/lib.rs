@@ -128,6 +128,7 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
     let seeded = service.seed_catalogue(cfg.seed, cfg.stores).await?;
     let relay = Relay::start(
         pool,
+        backend,
         cfg.routes.clone(),
         cfg.sink.clone(),
         wake,

@@ -10,9 +10,15 @@
 //! their own sequence numbers, not by range, because a transaction that took a lower
 //! number may commit after a higher one was sent.
 //!
-//! One relay per database: two service processes on one PostgreSQL would both send
-//! (duplicates the processor drops, but wasted work); running one relay per database is
-//! the deployment rule for now.
+//! One relay per database, however many service processes share it: on PostgreSQL
+//! the relay that sends holds a session advisory lock on a connection of its own and
+//! reads, sends and deletes through that connection; the relays of other processes
+//! wait, trying the lock every second, and the first of them takes over when the
+//! holder stops or its connection dies (the server ends the session and frees the
+//! lock). So the stream gets each topic's events in commit order from one writer.
+//! A takeover while the old holder is between sending and deleting sends that batch
+//! twice, as a crash would: at least once, never lost. SQLite serves one process per
+//! database file (its pool has one connection), so its relay sends without a lock.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,10 +28,11 @@ use std::time::Duration;
 
 use rushhour_producer::{EventSink, SinkOptions, open_sink};
 use rushhour_schemas::Endpoint;
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
+use crate::db::Backend;
 use crate::service::{ORDERS_TOPIC, PURCHASE_ORDERS_TOPIC};
 
 /// Rows read from the outbox per round.
@@ -34,6 +41,11 @@ const BATCH: i64 = 512;
 const POLL: Duration = Duration::from_millis(250);
 /// Pause after a failure before the relay tries again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often a relay on standby tries to take the lock.
+const STANDBY: Duration = Duration::from_secs(1);
+/// The PostgreSQL advisory lock the sending relay holds (any constant; the bytes of
+/// `rushrela`).
+const RELAY_LOCK: i64 = 0x7275_7368_7265_6c61;
 
 /// Where each topic's events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,11 +175,13 @@ impl Sinks {
 }
 
 impl Relay {
-    /// Opens the sinks of `routes` and starts relaying from `pool`'s outbox. `wake`
-    /// is notified by the service after each commit; `io` is the runtime the pool
-    /// lives on (its queries run there).
+    /// Opens the sinks of `routes` and starts relaying from `pool`'s outbox (a
+    /// database of kind `backend`: on PostgreSQL only the relay holding the lock
+    /// sends). `wake` is notified by the service after each commit; `io` is the runtime
+    /// the pool lives on (its queries run there).
     pub fn start(
         pool: AnyPool,
+        backend: Backend,
         routes: Routes,
         opts: SinkOptions,
         wake: Arc<Notify>,
@@ -191,7 +205,12 @@ impl Relay {
                             return Ok(());
                         }
                     };
-                    relay(&pool, sinks, &stop, &wake, &sent, &io)
+                    let outbox = Outbox {
+                        pool,
+                        locking: backend == Backend::Postgres,
+                        lock: None,
+                    };
+                    relay(outbox, sinks, &stop, &wake, &sent, &io)
                 })
                 .map_err(|e| RelayError::Stopped(format!("cannot start its thread: {e}")))?
         };
@@ -237,25 +256,103 @@ impl Drop for Relay {
     }
 }
 
+/// The outbox as this relay reaches it.
+struct Outbox {
+    pool: AnyPool,
+    /// Whether only the holder of [`RELAY_LOCK`] may send (PostgreSQL).
+    locking: bool,
+    /// The connection holding the lock, when this relay holds it; the relay's
+    /// queries go through it.
+    lock: Option<AnyConnection>,
+}
+
+impl Outbox {
+    /// Whether this relay may send now: always without locking; with locking, once it
+    /// holds the lock (taken here if free).
+    async fn may_send(&mut self) -> Result<bool, String> {
+        if !self.locking || self.lock.is_some() {
+            return Ok(true);
+        }
+        // A connection of its own, out of the pool: the lock lives as long as it.
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| format!("connecting for the relay lock: {e}"))?
+            .detach();
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| format!("taking the relay lock: {e}"))?;
+        if held {
+            tracing::info!("outbox relay: this process sends the outbox");
+            self.lock = Some(conn);
+        } else {
+            let _ = conn.close().await;
+        }
+        Ok(held)
+    }
+
+    /// After a failure: keeps the lock's connection only if it still answers, so that a
+    /// lost session lets another relay (or this one, later) take over.
+    async fn check_lock(&mut self) {
+        if let Some(conn) = self.lock.as_mut()
+            && conn.ping().await.is_err()
+        {
+            tracing::warn!("outbox relay: lost the connection holding the relay lock");
+            self.lock = None;
+        }
+    }
+
+    /// Frees the lock (closing its connection) so that a waiting relay takes over now.
+    async fn release(&mut self) {
+        if let Some(conn) = self.lock.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
 fn relay(
-    pool: &AnyPool,
+    mut outbox: Outbox,
     mut sinks: Sinks,
     stop: &AtomicBool,
     wake: &Notify,
     sent: &AtomicU64,
     io: &Handle,
 ) -> Result<(), RelayError> {
+    let idle = |pause: Duration| {
+        io.block_on(async {
+            let _ = tokio::time::timeout(pause, wake.notified()).await;
+        });
+    };
     loop {
         // Read the flag before the outbox, so that a stop finds everything committed
         // before it drained.
         let stopping = stop.load(Ordering::SeqCst);
-        match io.block_on(round(pool, &mut sinks)) {
-            Ok(0) if stopping => break,
-            Ok(0) => {
-                io.block_on(async {
-                    let _ = tokio::time::timeout(POLL, wake.notified()).await;
-                });
+        match io.block_on(outbox.may_send()) {
+            Ok(true) => {}
+            // Another process's relay sends this database's outbox, ours included.
+            Ok(false) if stopping => break,
+            Ok(false) => {
+                std::thread::sleep(STANDBY);
+                continue;
             }
+            Err(e) if stopping => {
+                tracing::error!(
+                    "outbox relay: {e}; unsent events stay in the outbox for the next start"
+                );
+                break;
+            }
+            Err(e) => {
+                tracing::warn!("outbox relay: {e}; retrying in {RETRY:?}");
+                std::thread::sleep(RETRY);
+                continue;
+            }
+        }
+        match io.block_on(round(&mut outbox, &mut sinks)) {
+            Ok(0) if stopping => break,
+            Ok(0) => idle(POLL),
             Ok(n) => {
                 sent.fetch_add(n, Ordering::Relaxed);
             }
@@ -267,10 +364,12 @@ fn relay(
             }
             Err(e) => {
                 tracing::warn!("outbox relay: {e}; retrying in {RETRY:?}");
+                io.block_on(outbox.check_lock());
                 std::thread::sleep(RETRY);
             }
         }
     }
+    io.block_on(outbox.release());
     for (sink, name) in sinks.sinks.iter_mut().zip(&sinks.names) {
         sink.finish().map_err(|source| RelayError::Finish {
             sink: name.clone(),
@@ -281,12 +380,14 @@ fn relay(
 }
 
 /// Sends one batch from the outbox and deletes it; returns how many were sent.
-async fn round(pool: &AnyPool, sinks: &mut Sinks) -> Result<u64, String> {
-    let rows = sqlx::query("SELECT seq, topic, key, payload FROM outbox ORDER BY seq LIMIT $1")
-        .bind(BATCH)
-        .fetch_all(pool)
-        .await
-        .map_err(|e| format!("reading the outbox: {e}"))?;
+async fn round(outbox: &mut Outbox, sinks: &mut Sinks) -> Result<u64, String> {
+    let select = sqlx::query("SELECT seq, topic, key, payload FROM outbox ORDER BY seq LIMIT $1")
+        .bind(BATCH);
+    let rows = match outbox.lock.as_mut() {
+        Some(conn) => select.fetch_all(conn).await,
+        None => select.fetch_all(&outbox.pool).await,
+    }
+    .map_err(|e| format!("reading the outbox: {e}"))?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -320,10 +421,11 @@ async fn round(pool: &AnyPool, sinks: &mut Sinks) -> Result<u64, String> {
     for seq in &seqs {
         delete = delete.bind(*seq);
     }
-    delete
-        .execute(pool)
-        .await
-        .map_err(|e| format!("deleting sent events from the outbox: {e}"))?;
+    match outbox.lock.as_mut() {
+        Some(conn) => delete.execute(conn).await,
+        None => delete.execute(&outbox.pool).await,
+    }
+    .map_err(|e| format!("deleting sent events from the outbox: {e}"))?;
     Ok(seqs.len() as u64)
 }
 

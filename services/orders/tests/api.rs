@@ -52,6 +52,7 @@ async fn database(kind: Db, test: &str, dir: &std::path::Path) -> String {
 
 struct Svc {
     running: Running,
+    db: String,
     base: String,
     http: Client,
     events: PathBuf,
@@ -59,13 +60,21 @@ struct Svc {
 }
 
 impl Svc {
+    /// Services on a fresh database of `kind`, seeded with 40 stores.
     async fn start(kind: Db, test: &str) -> Svc {
         let dir = tempfile::tempdir().unwrap();
         let db = database(kind, test, dir.path()).await;
+        let svc = Svc::on(&db, dir).await;
+        assert_eq!(svc.running.seeded, 40);
+        svc
+    }
+
+    /// Services on `db` (seeded if empty), events to files in `dir`.
+    async fn on(db: &str, dir: tempfile::TempDir) -> Svc {
         let events = dir.path().join("events.jsonl");
         let running = rushhour_orders::start(ServeConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
-            db,
+            db: db.to_owned(),
             routes: Routes::new(format!("file:{}", events.display()).parse().unwrap()),
             sink: Default::default(),
             seed: 0,
@@ -78,10 +87,10 @@ impl Svc {
         })
         .await
         .unwrap();
-        assert_eq!(running.seeded, 40);
         Svc {
             base: format!("http://{}", running.addr),
             running,
+            db: db.to_owned(),
             http: Client::new(),
             events,
             _dir: dir,
@@ -293,6 +302,41 @@ async fn a_purchase_order_opens_once_under_concurrency_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purchase_order_opens_once_under_concurrency_on_sqlite() {
     reorder_once(Db::Sqlite).await;
+}
+
+/// Two service processes on one PostgreSQL: one relay sends everything (each event
+/// once, in commit order), the other takes over when the first stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_postgres_send_each_event_once_and_take_over() {
+    let a = Svc::start(Db::Postgres, "relays").await;
+    let b = Svc::on(&a.db, tempfile::tempdir().unwrap()).await;
+    assert_eq!(b.running.seeded, 0);
+    let (store, product, _, _, _) = single_material_product(&a).await;
+    let mut placed = Vec::new();
+    for i in 0..20 {
+        let svc = if i % 2 == 0 { &a } else { &b };
+        let (status, body) = svc.post("/orders", order(&store, &product, 1), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        placed.push(body["order_id"].as_str().unwrap().to_owned());
+    }
+    // `a` started first and holds the lock: it sends b's events too. Once it stops,
+    // b's relay takes over.
+    let (from_a, _) = a.stop().await;
+    for _ in 0..10 {
+        let (status, body) = b.post("/orders", order(&store, &product, 1), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        placed.push(body["order_id"].as_str().unwrap().to_owned());
+    }
+    // The new holder sends within a second or two; stop drains what is left.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (from_b, _) = b.stop().await;
+    let ids = |evs: &[Value]| -> Vec<String> {
+        evs.iter()
+            .map(|e| e["order_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&from_a), placed[..20], "a sent the first 20, in order");
+    assert_eq!(ids(&from_b), placed[20..], "b sent the rest, in order");
 }
 
 async fn retried_once(kind: Db) {
