@@ -83,9 +83,8 @@ impl OrderService {
         ev.lon = Some(lon);
         ev.speed_mps = speed_mps;
         ev.order_id = carrying.as_deref().map(Into::into);
-        let mut tx = self.pool.begin().await?;
-        enqueue_event(&mut tx, &ev).await?;
-        tx.commit().await?;
+        // The event is the whole change: one statement, no transaction around it.
+        enqueue_event(&self.pool, &ev).await?;
         self.outbox.notify_one();
         if let Some(order) = &carrying {
             let _ = self.updates.send(Update {
@@ -233,23 +232,22 @@ impl OrderService {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = updated else {
-            tx.rollback().await?;
-            let order = self.order(id).await?;
-            return Err(ServiceError::Rejected {
-                reason: "wrong_state",
-                detail: format!(
-                    "order {id} is {} with rider {}; it must be {from} with rider {rider}",
-                    order.status,
-                    order.rider_id.as_deref().unwrap_or("none")
-                ),
-            });
+            return Err(self
+                .refuse(tx, id, "wrong_state", |o| {
+                    format!(
+                        "order {id} is {} with rider {}; it must be {from} with rider {rider}",
+                        o.status,
+                        o.rider_id.as_deref().unwrap_or("none")
+                    )
+                })
+                .await);
         };
         let store: String = row.try_get("store_id")?;
         let mut ev = Event::new(ids::event_id(), event_type, now);
         ev.order_id = Some(id.into());
         ev.store_id = Some(store.as_str().into());
         ev.rider_id = Some(rider.into());
-        enqueue_event(&mut tx, &ev).await?;
+        enqueue_event(&mut *tx, &ev).await?;
         tx.commit().await?;
         self.outbox.notify_one();
         if delivered {

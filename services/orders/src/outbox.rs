@@ -41,6 +41,10 @@ const BATCH: i64 = 512;
 const POLL: Duration = Duration::from_millis(250);
 /// Pause after a failure before the relay tries again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long the relay lets events gather before a round that is not catching up on a
+/// full batch: under load, tens of events per round instead of one or two, for a few
+/// milliseconds more on the way to the stream (the producers' `linger`).
+const LINGER: Duration = Duration::from_millis(5);
 /// How often a relay on standby tries to take the lock.
 const STANDBY: Duration = Duration::from_secs(1);
 /// The PostgreSQL advisory lock the sending relay holds (any constant; the bytes of
@@ -352,9 +356,15 @@ fn relay(
         }
         match io.block_on(round(&mut outbox, &mut sinks)) {
             Ok(0) if stopping => break,
-            Ok(0) => idle(POLL),
+            Ok(0) => {
+                idle(POLL);
+                std::thread::sleep(LINGER);
+            }
             Ok(n) => {
                 sent.fetch_add(n, Ordering::Relaxed);
+                if !stopping && n < BATCH.unsigned_abs() {
+                    std::thread::sleep(LINGER);
+                }
             }
             Err(e) if stopping => {
                 tracing::error!(

@@ -758,7 +758,7 @@ impl OrderService {
                 })
                 .collect(),
         );
-        enqueue_event(&mut tx, &ev).await?;
+        enqueue_event(&mut *tx, &ev).await?;
         tx.commit().await?;
         self.outbox.notify_one();
         Ok(Placed {
@@ -774,6 +774,28 @@ impl OrderService {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.as_ref().map(OrderView::from_row).transpose()?)
+    }
+
+    /// Ends `tx`, whose guarded update of order `id` matched nothing, with the refusal
+    /// `reason`, explained by `explain` from the order as it is now (or the error that
+    /// finding it gave, e.g. `404` for an unknown order).
+    pub(crate) async fn refuse(
+        &self,
+        tx: Transaction<'_, Any>,
+        id: &str,
+        reason: &'static str,
+        explain: impl FnOnce(&OrderView) -> String,
+    ) -> ServiceError {
+        if let Err(e) = tx.rollback().await {
+            return e.into();
+        }
+        match self.order(id).await {
+            Ok(order) => ServiceError::Rejected {
+                reason,
+                detail: explain(&order),
+            },
+            Err(e) => e,
+        }
     }
 
     /// `GET /orders/{id}`
@@ -802,12 +824,11 @@ impl OrderService {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = updated else {
-            tx.rollback().await?;
-            let order = self.order(id).await?;
-            return Err(ServiceError::Rejected {
-                reason: "not_cancellable",
-                detail: format!("order {id} is {} and cannot be cancelled", order.status),
-            });
+            return Err(self
+                .refuse(tx, id, "not_cancellable", |o| {
+                    format!("order {id} is {} and cannot be cancelled", o.status)
+                })
+                .await);
         };
         let store: String = row.try_get("store_id")?;
         let held = sqlx::query(
@@ -834,7 +855,7 @@ impl OrderService {
         ev.order_id = Some(id.into());
         ev.store_id = Some(store.as_str().into());
         ev.reason = reason.map(Into::into);
-        enqueue_event(&mut tx, &ev).await?;
+        enqueue_event(&mut *tx, &ev).await?;
         tx.commit().await?;
         self.outbox.notify_one();
         if let Ok(mut d) = self.dispatch.lock() {
@@ -877,6 +898,33 @@ impl OrderService {
     pub async fn receive(&self, id: &str) -> Result<Value, ServiceError> {
         let now = (self.clock)();
         let mut tx = self.pool.begin().await?;
+        let Some(open) = sqlx::query(
+            "SELECT store_id, material, amount, status FROM purchase_orders WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            tx.rollback().await?;
+            return Err(ServiceError::NotFound(format!("no purchase order {id}")));
+        };
+        let received = || ServiceError::Rejected {
+            reason: "already_received",
+            detail: format!("purchase order {id} was received already"),
+        };
+        if open.try_get::<String, _>("status")? != "open" {
+            tx.rollback().await?;
+            return Err(received());
+        }
+        // The stock row first, then the purchase order: the order in which placing an
+        // order takes them (decrement, then maybe open a purchase order), so that the
+        // two never wait for each other in a cycle.
+        sqlx::query("UPDATE stock SET amount = amount + $3 WHERE store_id = $1 AND material = $2")
+            .bind(open.try_get::<String, _>("store_id")?)
+            .bind(open.try_get::<String, _>("material")?)
+            .bind(open.try_get::<i64, _>("amount")?)
+            .execute(&mut *tx)
+            .await?;
         let Some(po) = sqlx::query(
             "UPDATE purchase_orders SET status = 'received', closed_ms = $2 \
              WHERE id = $1 AND status = 'open' \
@@ -887,27 +935,10 @@ impl OrderService {
         .fetch_optional(&mut *tx)
         .await?
         else {
+            // Received by someone else meanwhile: the stock goes back as it was.
             tx.rollback().await?;
-            let exists = sqlx::query("SELECT id FROM purchase_orders WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some();
-            return Err(if exists {
-                ServiceError::Rejected {
-                    reason: "already_received",
-                    detail: format!("purchase order {id} was received already"),
-                }
-            } else {
-                ServiceError::NotFound(format!("no purchase order {id}"))
-            });
+            return Err(received());
         };
-        sqlx::query("UPDATE stock SET amount = amount + $3 WHERE store_id = $1 AND material = $2")
-            .bind(po.try_get::<String, _>("store_id")?)
-            .bind(po.try_get::<String, _>("material")?)
-            .bind(po.try_get::<i64, _>("amount")?)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         purchase_order_json(&po)
     }
@@ -994,22 +1025,30 @@ async fn reorder_if_low(
             "unit": unit,
             "stock_left": amount,
         });
-        enqueue(tx, PURCHASE_ORDERS_TOPIC, store, &payload.to_string()).await?;
+        enqueue(
+            &mut **tx,
+            PURCHASE_ORDERS_TOPIC,
+            store,
+            &payload.to_string(),
+        )
+        .await?;
     }
     Ok(opened)
 }
 
-pub(crate) async fn enqueue_event(
-    tx: &mut Transaction<'static, Any>,
+/// Adds `ev` to the outbox through `db`: a transaction's connection (the event commits
+/// with the change) or the pool (an event that is the whole change, one statement).
+pub(crate) async fn enqueue_event<'c>(
+    db: impl sqlx::Executor<'c, Database = Any>,
     ev: &Event<'_>,
 ) -> Result<(), ServiceError> {
     let mut payload = String::with_capacity(256);
     rushhour_schemas::encode(ev, &mut payload);
-    enqueue(tx, ORDERS_TOPIC, ev.partition_key(), &payload).await
+    enqueue(db, ORDERS_TOPIC, ev.partition_key(), &payload).await
 }
 
-async fn enqueue(
-    tx: &mut Transaction<'static, Any>,
+async fn enqueue<'c>(
+    db: impl sqlx::Executor<'c, Database = Any>,
     topic: &str,
     key: &str,
     payload: &str,
@@ -1018,7 +1057,7 @@ async fn enqueue(
         .bind(topic)
         .bind(key)
         .bind(payload)
-        .execute(&mut **tx)
+        .execute(db)
         .await?;
     Ok(())
 }

@@ -294,6 +294,37 @@ async fn reorder_once(kind: Db) {
     assert_eq!(po_events[0]["purchase_order_id"], po);
 }
 
+/// Receiving a purchase order while orders at its store take stock and find it open: the
+/// two take the stock row and the purchase order in one order, so PostgreSQL never has
+/// to break a deadlock (which would answer 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiving_while_orders_reorder_never_deadlocks_on_postgres() {
+    let svc = Svc::start(Db::Postgres, "receive").await;
+    let (store, product, material, per_unit, threshold) = single_material_product(&svc).await;
+    let k = ((threshold - 1) / per_unit).min(6);
+    assert!(k >= 2, "threshold {threshold}, {per_unit} per unit");
+    for round in 0..25 {
+        // Below the threshold: a purchase order opens, and k orders can still be made.
+        svc.put_stock(&store, &material, k * per_unit).await;
+        let (_, open) = svc.get("/purchase-orders?status=open").await;
+        let po = open[0]["id"].as_str().unwrap().to_owned();
+        let receive = async {
+            let path = format!("/purchase-orders/{po}/receive");
+            vec![svc.post(&path, json!({}), None).await]
+        };
+        let orders =
+            join_all((0..k).map(|_| svc.post("/orders", order(&store, &product, 1), None)));
+        let (received, placed) = futures::join!(receive, orders);
+        for (status, body) in received.iter().chain(&placed) {
+            assert!(
+                [StatusCode::OK, StatusCode::CREATED, StatusCode::CONFLICT].contains(status),
+                "round {round}: {status} {body}"
+            );
+        }
+    }
+    svc.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purchase_order_opens_once_under_concurrency_on_postgres() {
     reorder_once(Db::Postgres).await;
