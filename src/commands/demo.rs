@@ -15,7 +15,7 @@ use rushhour_orders::{Routes, ServeConfig};
 use rushhour_schemas::Endpoint;
 
 use crate::cli::{DemoArgs, Format, GenerateArgs, ProcessArgs};
-use crate::commands::{generate, process, query};
+use crate::commands::{generate, process, query, serve};
 
 /// The analyst queries the demo shows: (title, SQL).
 pub const QUERIES: [(&str, &str); 3] = [
@@ -269,12 +269,7 @@ fn run_services(args: &DemoArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         max_rider_distance_m: 5_000.0,
         offer_timeout: Duration::from_secs(30),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("serve")
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let rt = serve::runtime()?;
     // Customers retry now and then (the same request, the same idempotency key); the
     // stream-level test knobs (disorder, late and malformed records) stay off: these
     // are requests, and the services stamp their own event times. The second wave is

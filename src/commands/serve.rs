@@ -9,6 +9,17 @@ use rushhour_orders::{Backend, Routes, ServeConfig, db};
 
 use crate::cli::ServeArgs;
 
+/// The runtime the services run on: two workers (HTTP and the database driver; the
+/// outbox relay has a thread of its own).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("serve")
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
 /// Runs the services; returns once stopped, with every committed event sent.
 pub fn run(args: &ServeArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut routes = Routes::new(args.to.clone());
@@ -32,12 +43,7 @@ pub fn run(args: &ServeArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         max_rider_distance_m: args.max_rider_distance,
         offer_timeout: args.offer_timeout,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("serve")
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let rt = runtime()?;
     rt.block_on(async {
         let running = rushhour_orders::start(config)
             .await

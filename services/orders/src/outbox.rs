@@ -334,33 +334,23 @@ fn relay(
         // Read the flag before the outbox, so that a stop finds everything committed
         // before it drained.
         let stopping = stop.load(Ordering::SeqCst);
-        match io.block_on(outbox.may_send()) {
-            Ok(true) => {}
+        let step = io.block_on(async {
+            if outbox.may_send().await? {
+                round(&mut outbox, &mut sinks).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        });
+        match step {
             // Another process's relay sends this database's outbox, ours included.
-            Ok(false) if stopping => break,
-            Ok(false) => {
-                std::thread::sleep(STANDBY);
-                continue;
-            }
-            Err(e) if stopping => {
-                tracing::error!(
-                    "outbox relay: {e}; unsent events stay in the outbox for the next start"
-                );
-                break;
-            }
-            Err(e) => {
-                tracing::warn!("outbox relay: {e}; retrying in {RETRY:?}");
-                std::thread::sleep(RETRY);
-                continue;
-            }
-        }
-        match io.block_on(round(&mut outbox, &mut sinks)) {
-            Ok(0) if stopping => break,
-            Ok(0) => {
+            Ok(None) if stopping => break,
+            Ok(None) => std::thread::sleep(STANDBY),
+            Ok(Some(0)) if stopping => break,
+            Ok(Some(0)) => {
                 idle(POLL);
                 std::thread::sleep(LINGER);
             }
-            Ok(n) => {
+            Ok(Some(n)) => {
                 sent.fetch_add(n, Ordering::Relaxed);
                 if !stopping && n < BATCH.unsigned_abs() {
                     std::thread::sleep(LINGER);
