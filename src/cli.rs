@@ -513,7 +513,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub services: bool,
     /// With --services: the database instead of the embedded SQLite, e.g.
-    /// postgres://user@127.0.0.1:5432/db (its catalogue is kept).
+    /// postgres://user@127.0.0.1:5432/db: one of the demo's own (no other `serve` on it,
+    /// nothing left in its outbox); its catalogue and stock are kept.
     #[arg(long, requires = "services")]
     pub db: Option<String>,
     /// With --services: concurrent simulated clients.

@@ -288,6 +288,14 @@ fn run_services(args: &DemoArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         config.db
     );
     let (one, sent_one) = wave(&rt, &config, &mut customers(first, Duration::ZERO), stop)?;
+    let interrupted = || stop.load(std::sync::atomic::Ordering::SeqCst);
+    if interrupted() {
+        eprintln!(
+            "stopped; what the services accepted is in {}",
+            log_dir.display()
+        );
+        return Ok(());
+    }
 
     eprintln!("2/5 processing the stream into the lake {lake} …");
     let report = process::process(&process_to_end(&log_dir, &lake), stop)?;
@@ -306,6 +314,13 @@ fn run_services(args: &DemoArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
         &mut customers(second, Duration::from_secs(3600)),
         stop,
     )?;
+    if interrupted() {
+        eprintln!(
+            "stopped; what the services accepted is in {}",
+            log_dir.display()
+        );
+        return Ok(());
+    }
 
     // Both waves from the start of the stream into a fresh lake: the batch answer over
     // everything the services emitted (resuming would find the second wave's first

@@ -20,7 +20,8 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-/// Runs the services; returns once stopped, with every committed event sent.
+/// Runs the services; returns once stopped, with every committed event sent (or left to
+/// the process that holds the relay lock).
 pub fn run(args: &ServeArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut routes = Routes::new(args.to.clone());
     if let Some(po) = &args.purchase_orders_to {

@@ -13,16 +13,18 @@
 //! the stream is what the services emitted, and the report counts each outcome.
 //! Malformed records (the generator's test knobs) are skipped.
 //!
-//! A retried record (the generator's duplicates) is sent again with its idempotency
-//! key and counted once. Simulated suppliers deliver open purchase orders now and then
+//! A retried order (the generator's duplicates) is sent again with its idempotency key
+//! and counted once, as accepted or refused; a retried pickup or cancellation of an
+//! order that is gone is not sent. Pings are sent as they come. Simulated suppliers deliver open purchase orders now and then
 //! ([`DriveOptions::restock_every`]), so that a long run does not simply sell out.
 //!
 //! Several clients send at once, as many customers and riders would. Records are
-//! sharded by order (then by rider, for pings) so that one client carries each order
-//! from placement to delivery in the simulation's order; what differs between clients
-//! is only how orders and pings interleave, which the services must take anyway.
+//! sharded by order, pings by rider, so that one client carries each order from
+//! placement to delivery and each rider's pings in the simulation's order; what differs
+//! between clients is only how orders and pings interleave, which the services must
+//! take anyway.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,8 +144,9 @@ struct Driver {
     order_latency_us: Vec<u64>,
     /// The simulation's order ids → the service's.
     orders: HashMap<String, String>,
-    /// The simulation's order ids placed so far (a retry is not a new order).
-    placed: HashSet<String>,
+    /// The simulation's orders the services have answered: accepted (`true`) or
+    /// refused (`false`). A retry is not a new order.
+    decided: HashMap<String, bool>,
     /// The service's order id → the rider carrying it.
     riders: HashMap<String, String>,
 }
@@ -206,12 +209,18 @@ impl Driver {
                     .await?;
                 let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.order_latency_us.push(took);
+                let before = order.as_ref().and_then(|o| self.decided.get(o).copied());
                 match (status, order, got["order_id"].as_str()) {
-                    (StatusCode::CREATED, Some(sim), Some(_)) if self.placed.contains(&sim) => {
+                    (StatusCode::CREATED, Some(sim), Some(_)) if before == Some(true) => {
                         tracing::debug!("a retry of {sim}, answered with the same order");
                     }
                     (StatusCode::CREATED, Some(sim), Some(id)) => {
-                        self.placed.insert(sim.clone());
+                        if before == Some(false) {
+                            // Refused before, accepted on the retry (a refusal keeps
+                            // nothing, so the retry is judged afresh): one order.
+                            self.tally.rejected.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        self.decided.insert(sim.clone(), true);
                         bump(&self.tally.accepted);
                         let source = got["eta"]["source"].as_str().unwrap_or_default();
                         if source.starts_with("store_delivery_5m") {
@@ -219,8 +228,13 @@ impl Driver {
                         }
                         self.orders.insert(sim, id.to_owned());
                     }
-                    (StatusCode::CONFLICT, _, _) => {
-                        bump(&self.tally.rejected);
+                    (StatusCode::CONFLICT, sim, _) => {
+                        if before.is_none() {
+                            bump(&self.tally.rejected);
+                        }
+                        if let Some(sim) = sim {
+                            self.decided.entry(sim).or_insert(false);
+                        }
                         tracing::debug!("order refused: {got}");
                     }
                     _ => self.unexpected("placing an order", status, &got),
@@ -271,8 +285,10 @@ impl Driver {
                     return Ok(());
                 }
                 let Some(rider) = got["rider_id"].as_str().map(str::to_owned) else {
-                    // Nobody within reach: the service cancelled the order.
+                    // Nobody within reach: the service cancelled the order, and a retried
+                    // record of it finds nothing to do.
                     bump(&self.tally.declined);
+                    self.orders.retain(|_, service_id| *service_id != id);
                     return Ok(());
                 };
                 let who = json!({"rider_id": rider});
@@ -322,7 +338,8 @@ pub struct DriveOptions {
     /// never (stock runs out and orders are refused).
     pub restock_every: Option<std::time::Duration>,
     /// Put before each record's event id to make its `Idempotency-Key`: one per run
-    /// (the same simulation run twice is two crowds of customers).
+    /// (the same simulation run twice is two crowds of customers). Empty: one made
+    /// from the clock.
     pub key_prefix: String,
 }
 
@@ -334,6 +351,15 @@ impl Default for DriveOptions {
             key_prefix: String::new(),
         }
     }
+}
+
+/// A prefix of idempotency keys unique to this run: the clock, in hex nanoseconds.
+fn run_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{nanos:x}-")
 }
 
 /// The suppliers: every `every`, each open purchase order is delivered.
@@ -364,9 +390,14 @@ async fn suppliers(http: Client, base: String, tally: Arc<Tally>, every: std::ti
     }
 }
 
-/// The client that carries a record: by order, else by rider, else the first.
+/// The client that carries a record: a ping by its rider (so that one rider's pings
+/// stay in order, also while it carries an order), anything else by its order.
 fn shard(ev: &Value, clients: usize) -> usize {
-    let key = ev["order_id"].as_str().or(ev["rider_id"].as_str());
+    let key = if ev["event_type"] == "rider_location" {
+        ev["rider_id"].as_str()
+    } else {
+        ev["order_id"].as_str().or(ev["rider_id"].as_str())
+    };
     key.map_or(0, |k| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         k.hash(&mut h);
@@ -403,7 +434,11 @@ pub async fn drive(
         ))
     });
     let clients = options.clients.max(1);
-    let key_prefix: Arc<str> = options.key_prefix.into();
+    let key_prefix: Arc<str> = if options.key_prefix.is_empty() {
+        run_prefix().into()
+    } else {
+        options.key_prefix.into()
+    };
     let mut queues = Vec::with_capacity(clients);
     let mut tasks = Vec::with_capacity(clients);
     for _ in 0..clients {
@@ -415,7 +450,7 @@ pub async fn drive(
             key_prefix: Arc::clone(&key_prefix),
             order_latency_us: Vec::new(),
             orders: HashMap::new(),
-            placed: HashSet::new(),
+            decided: HashMap::new(),
             riders: HashMap::new(),
         };
         queues.push(tx);

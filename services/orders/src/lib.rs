@@ -182,7 +182,8 @@ impl Running {
     }
 
     /// Stops taking requests, lets those in flight finish, sends what is left in the
-    /// outbox and finishes the sinks. Returns the number of events sent.
+    /// outbox (unless another process holds the relay lock: then it is that one's to
+    /// send) and finishes the sinks. Returns the number of events this process sent.
     pub async fn stop(self) -> Result<u64, ServeError> {
         let _ = self.stop.send(());
         self.sweeper.abort();

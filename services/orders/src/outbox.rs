@@ -15,10 +15,13 @@
 //! reads, sends and deletes through that connection; the relays of other processes
 //! wait, trying the lock every second, and the first of them takes over when the
 //! holder stops or its connection dies (the server ends the session and frees the
-//! lock). So the stream gets each topic's events in commit order from one writer.
-//! A takeover while the old holder is between sending and deleting sends that batch
-//! twice, as a crash would: at least once, never lost. SQLite serves one process per
-//! database file (its pool has one connection), so its relay sends without a lock.
+//! lock). So each topic has one writer at a time, sending in sequence order. A takeover
+//! while the old holder is between sending and deleting sends that batch again, as a
+//! crash would: at least once, never lost, and a copy may arrive after newer events
+//! (the processor drops it by `event_id`). A relay stopping while another holds the
+//! lock tries to take it for a few seconds, so that its own events go out with it; if
+//! the holder keeps it, they are the holder's to send. SQLite is meant for one process
+//! per database file (not enforced: two would both send), so its relay takes no lock.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +50,9 @@ const RETRY: Duration = Duration::from_secs(1);
 const LINGER: Duration = Duration::from_millis(5);
 /// How often a relay on standby tries to take the lock.
 const STANDBY: Duration = Duration::from_secs(1);
+/// How long a relay stopping on standby keeps trying the lock before it leaves what
+/// is in the outbox to the holder.
+const STANDBY_AT_STOP: Duration = Duration::from_secs(5);
 /// The PostgreSQL advisory lock the sending relay holds (any constant; the bytes of
 /// `rushrela`).
 const RELAY_LOCK: i64 = 0x7275_7368_7265_6c61;
@@ -125,7 +131,8 @@ pub enum RelayError {
     },
 }
 
-/// A running relay. [`Relay::stop`] drains the outbox and finishes the sinks.
+/// A running relay. [`Relay::stop`] drains the outbox (when this relay holds the lock)
+/// and finishes the sinks.
 pub struct Relay {
     stop: Arc<AtomicBool>,
     wake: Arc<Notify>,
@@ -213,6 +220,7 @@ impl Relay {
                         pool,
                         locking: backend == Backend::Postgres,
                         lock: None,
+                        trying: None,
                     };
                     relay(outbox, sinks, &stop, &wake, &sent, &io)
                 })
@@ -237,8 +245,8 @@ impl Relay {
         self.sent.load(Ordering::Relaxed)
     }
 
-    /// Sends what is left in the outbox, finishes the sinks and returns the number of
-    /// events sent in all.
+    /// Sends what is left in the outbox (on PostgreSQL once it holds the lock, tried for
+    /// a few seconds), finishes the sinks and returns the number of events it sent.
     pub async fn stop(mut self) -> Result<u64, RelayError> {
         self.stop.store(true, Ordering::SeqCst);
         self.wake.notify_one();
@@ -268,6 +276,8 @@ struct Outbox {
     /// The connection holding the lock, when this relay holds it; the relay's
     /// queries go through it.
     lock: Option<AnyConnection>,
+    /// On standby: the connection that tries the lock, kept between tries.
+    trying: Option<AnyConnection>,
 }
 
 impl Outbox {
@@ -278,12 +288,16 @@ impl Outbox {
             return Ok(true);
         }
         // A connection of its own, out of the pool: the lock lives as long as it.
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| format!("connecting for the relay lock: {e}"))?
-            .detach();
+        let mut conn = match self.trying.take() {
+            Some(c) => c,
+            None => self
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| format!("connecting for the relay lock: {e}"))?
+                .detach(),
+        };
+        // On an error the connection is dropped: the next try starts afresh.
         let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(RELAY_LOCK)
             .fetch_one(&mut conn)
@@ -293,7 +307,7 @@ impl Outbox {
             tracing::info!("outbox relay: this process sends the outbox");
             self.lock = Some(conn);
         } else {
-            let _ = conn.close().await;
+            self.trying = Some(conn);
         }
         Ok(held)
     }
@@ -311,7 +325,7 @@ impl Outbox {
 
     /// Frees the lock (closing its connection) so that a waiting relay takes over now.
     async fn release(&mut self) {
-        if let Some(conn) = self.lock.take() {
+        for conn in [self.lock.take(), self.trying.take()].into_iter().flatten() {
             let _ = conn.close().await;
         }
     }
@@ -330,10 +344,14 @@ fn relay(
             let _ = tokio::time::timeout(pause, wake.notified()).await;
         });
     };
+    let mut stop_seen: Option<std::time::Instant> = None;
     loop {
         // Read the flag before the outbox, so that a stop finds everything committed
         // before it drained.
         let stopping = stop.load(Ordering::SeqCst);
+        if stopping && stop_seen.is_none() {
+            stop_seen = Some(std::time::Instant::now());
+        }
         let step = io.block_on(async {
             if outbox.may_send().await? {
                 round(&mut outbox, &mut sinks).await.map(Some)
@@ -343,7 +361,13 @@ fn relay(
         });
         match step {
             // Another process's relay sends this database's outbox, ours included.
-            Ok(None) if stopping => break,
+            Ok(None) if stop_seen.is_some_and(|t| t.elapsed() >= STANDBY_AT_STOP) => {
+                tracing::info!(
+                    "outbox relay: another process holds the relay lock; what is left in \
+                     the outbox is its to send"
+                );
+                break;
+            }
             Ok(None) => std::thread::sleep(STANDBY),
             Ok(Some(0)) if stopping => break,
             Ok(Some(0)) => {

@@ -340,6 +340,8 @@ async fn a_purchase_order_opens_once_under_concurrency_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_postgres_send_each_event_once_and_take_over() {
     let a = Svc::start(Db::Postgres, "relays").await;
+    // a's relay takes the lock on its first round, right after start.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let b = Svc::on(&a.db, tempfile::tempdir().unwrap()).await;
     assert_eq!(b.running.seeded, 0);
     let (store, product, _, _, _) = single_material_product(&a).await;
