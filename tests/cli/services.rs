@@ -11,6 +11,19 @@ use serde_json::{Value, json};
 
 use super::{bin, ok, query_json, signal, stdout, summary};
 
+/// `process --from STREAM --lake LAKE --until-end --quiet`, which must succeed.
+fn process_to_end(stream: &str, lake: &std::path::Path) -> std::process::Output {
+    ok(&[
+        "process",
+        "--from",
+        stream,
+        "--lake",
+        lake.to_str().unwrap(),
+        "--until-end",
+        "--quiet",
+    ])
+}
+
 /// One HTTP/1.1 request (the test needs no client library): status and JSON body.
 fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let body = body.map(Value::to_string).unwrap_or_default();
@@ -149,15 +162,7 @@ fn served_orders_flow_through_the_pipeline_into_the_lake() {
         "{said}"
     );
 
-    let o = ok(&[
-        "process",
-        "--from",
-        &format!("log:{}", stream.display()),
-        "--lake",
-        lake.to_str().unwrap(),
-        "--until-end",
-        "--quiet",
-    ]);
+    let o = process_to_end(&format!("log:{}", stream.display()), &lake);
     let s = summary(&o);
     assert_eq!(s["accepted"], events, "{}", stdout(&o));
     assert_eq!(s["invalid"], 0);
@@ -193,15 +198,7 @@ fn etas_are_quoted_from_the_pipelines_own_delivery_times() {
     ok(&[
         "generate", "--to", &stream, "--orders", "400", "--seed", "1",
     ]);
-    ok(&[
-        "process",
-        "--from",
-        &stream,
-        "--lake",
-        lake.to_str().unwrap(),
-        "--until-end",
-        "--quiet",
-    ]);
+    process_to_end(&stream, &lake);
     let newest = query_json(
         &lake,
         "SELECT store_id, avg_total_s FROM store_delivery_5m s \
@@ -297,15 +294,7 @@ fn the_whole_loop_runs_from_generate_via_the_services_into_the_lake() {
     assert!(delivered > 0, "{one} {two}");
 
     served.stop();
-    ok(&[
-        "process",
-        "--from",
-        &stream,
-        "--lake",
-        lake.to_str().unwrap(),
-        "--until-end",
-        "--quiet",
-    ]);
+    process_to_end(&stream, &lake);
     let totals = query_json(
         &lake,
         "SELECT CAST(SUM(orders_placed) AS BIGINT) AS placed, \
